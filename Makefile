@@ -1,0 +1,33 @@
+# Everyday commands. `make train ARGS="strategy=frozen trainer.max_epochs=5"` passes
+# Hydra overrides through; PYTHON picks the interpreter (default: python3 on PATH).
+PYTHON ?= python3
+ARGS ?=
+
+.PHONY: install train test test-fast lint format clean
+
+install: .make/installed
+
+# Re-install only when the dependency list changes.
+.make/installed: pyproject.toml
+	$(PYTHON) -m pip install -e ".[dev]"
+	@mkdir -p .make && touch $@
+
+train: install
+	$(PYTHON) -m src.train $(ARGS)
+
+test: install
+	$(PYTHON) -m pytest
+
+test-fast: install
+	$(PYTHON) -m pytest -m "not slow"
+
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: install
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+clean:
+	rm -rf .make .pytest_cache .ruff_cache *.egg-info

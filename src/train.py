@@ -1,0 +1,139 @@
+"""Train a transfer-learning model: `python -m src.train [group=option] [key=value ...]`.
+
+This is the only place that reads the whole config: it builds the datamodule, model,
+callbacks, loggers and Trainer from their `_target_` entries, fits, re-validates the best
+checkpoint and writes `summary.json` into the run directory.
+"""
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+# torch and lightning are imported inside `train`, so that `--help` and config errors
+# answer without seconds of imports.
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns the best validation accuracy (the value sweeps optimise)."""
+    from src.errors import UserError
+
+    try:
+        return train(cfg)["best_val_acc"]
+    except UserError as err:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # let the launcher mark this job failed and carry on with the others
+        log.error("%s", err)
+        raise SystemExit(2) from None
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit the model described by `cfg`, then validate the best checkpoint; return the summary."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    # `lightning` adds a console handler of its own on import; Hydra's root handler already
+    # prints (and writes train.log), so without this every Lightning message shows twice.
+    logging.getLogger("lightning").handlers.clear()
+    # A frozen backbone is in eval mode on purpose (see TransferLearningModel.train).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # Raised inside Lightning by a torch pytree change; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+
+    from src.precision import resolve_precision
+
+    started = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    class_names = datamodule.class_names
+    model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
+
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, precision=precision)
+
+    fit_started = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_time_s = time.perf_counter() - fit_started
+
+    summary = {
+        "strategy": cfg.strategy.name,
+        "num_classes": len(class_names),
+        "class_names": class_names,
+        "train_size": len(datamodule.train_set),
+        "val_size": len(datamodule.val_set),
+        "epochs_trained": trainer.current_epoch,
+        "precision": str(trainer.precision),
+        "accelerator": type(trainer.accelerator).__name__,
+        "seed": cfg.seed,
+        "interrupted": trainer.interrupted,
+        "fit_time_s": round(fit_time_s, 2),
+        **best_checkpoint_results(trainer, model, datamodule),
+    }
+    summary["wall_time_s"] = round(time.perf_counter() - started, 2)
+    if trainer.is_global_zero:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log.info(result_line(summary, output_dir))
+    return summary
+
+
+def best_checkpoint_results(trainer, model, datamodule) -> dict:
+    """Re-load the best checkpoint, validate it, and say which epoch it came from."""
+    import torch
+
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or not checkpoint.best_model_path:
+        acc = trainer.callback_metrics.get("val/acc")
+        return {
+            "best_val_acc": None if acc is None else float(acc),
+            "best_epoch": None,
+            "best_ckpt": None,
+            "last_ckpt": None,
+        }
+    # Read these first: validating restores the callback's state as it was at the best epoch.
+    best_ckpt, best_val_acc = checkpoint.best_model_path, float(checkpoint.best_model_score)
+    last_ckpt = checkpoint.last_model_path or None
+    # Keep this extra validation out of metrics.csv, which holds one row set per epoch.
+    loggers, trainer.loggers = trainer.loggers, []
+    (metrics,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False)
+    trainer.loggers = loggers
+    saved = torch.load(best_ckpt, map_location="cpu", weights_only=True)
+    return {
+        "best_val_acc": best_val_acc,
+        # 0-based, like the `epoch` column of metrics.csv
+        "best_epoch": saved["epoch"],
+        "best_ckpt": best_ckpt,
+        "last_ckpt": last_ckpt,
+        "best_ckpt_val_acc": metrics["val/acc"],
+        "best_ckpt_val_loss": metrics["val/loss"],
+    }
+
+
+def result_line(summary: dict, output_dir: Path) -> str:
+    acc, epoch = summary["best_val_acc"], summary["best_epoch"]
+    acc_text = "n/a" if acc is None else f"{acc:.4f}"
+    where = "" if epoch is None else f" at epoch {epoch}"
+    return (
+        f"Result: {summary['strategy']} best val/acc {acc_text}{where} "
+        f"({summary['epochs_trained']} epochs, {summary['fit_time_s']:.1f} s); "
+        f"run directory {output_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""Training end to end on generated data: schedule, best checkpoint, summary and the CLI."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.train import train
+from tests.conftest import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def epoch_rows(run_dir: Path, key: str) -> dict[int, float]:
+    """One value of `key` per epoch from the CSV logger's metrics.csv."""
+    with open(run_dir / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key)]
+    return {int(r["epoch"]): float(r[key]) for r in rows}
+
+
+def test_learning_rate_decays_every_step_size_epochs(fast_config):
+    cfg = fast_config(
+        "trainer.max_epochs=5",
+        "model.optimizer.lr=0.1",
+        "model.scheduler.step_size=2",
+        "model.scheduler.gamma=0.5",
+    )
+    train(cfg)
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
+        lrs = [float(r["lr-SGD"]) for r in csv.DictReader(f) if r["lr-SGD"]]
+    assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_best_checkpoint_is_the_best_epoch_and_is_revalidated(fast_config):
+    cfg = fast_config("trainer.max_epochs=4", "model.optimizer.lr=0.05")
+    summary = train(cfg)
+    val_acc = epoch_rows(Path(cfg.paths.output_dir), "val/acc")
+    best_epoch = max(val_acc, key=lambda e: (val_acc[e], -e))  # first epoch reaching the max
+    assert summary["best_epoch"] == best_epoch
+    assert summary["best_val_acc"] == pytest.approx(val_acc[best_epoch])
+    assert summary["best_ckpt_val_acc"] == pytest.approx(summary["best_val_acc"])
+    saved = torch.load(summary["best_ckpt"], map_location="cpu", weights_only=True)
+    assert saved["epoch"] == best_epoch
+    assert saved["hyper_parameters"]["class_names"] == ["ants", "bees"]
+    assert Path(summary["last_ckpt"]).name == "last.ckpt"
+
+
+def test_summary_describes_the_run(fast_config):
+    cfg = fast_config("strategy=frozen", "trainer.max_epochs=2")
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["strategy"] == "frozen"
+    assert (summary["num_classes"], summary["class_names"]) == (2, ["ants", "bees"])
+    assert (summary["train_size"], summary["val_size"]) == (12, 8)
+    assert summary["epochs_trained"] == 2
+    assert 0.0 <= summary["best_val_acc"] <= 1.0
+    assert summary["wall_time_s"] >= summary["fit_time_s"] > 0
+    assert "freeze_backbone: true" in (run_dir / "config.yaml").read_text()
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "src.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_cli_trains_and_writes_the_summary(image_folder, tmp_path):
+    run_dir = tmp_path / "cli_run"
+    result = run_cli(
+        *FAST,
+        "strategy=frozen",
+        "trainer.devices=1",
+        f"data.data_dir={image_folder}",
+        "trainer.max_epochs=2",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["strategy"] == "frozen" and summary["epochs_trained"] == 2
+    assert "Result: frozen best val/acc" in result.stdout + result.stderr
+    assert (run_dir / ".hydra" / "overrides.yaml").exists()
+
+
+def test_cli_reports_a_missing_data_folder_without_a_traceback(tmp_path):
+    result = run_cli(*FAST, f"data.data_dir={tmp_path}/absent", "data.download=false",
+                     f"hydra.run.dir={tmp_path}/run")  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert f"Data folder not found: {tmp_path}/absent" in output
+    assert "Traceback" not in output
+
+
+def test_cli_rejects_an_unknown_strategy(tmp_path):
+    result = run_cli("strategy=unfrozen", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode != 0
+    assert "Could not find 'strategy/unfrozen'" in result.stderr
+    assert "finetune" in result.stderr and "frozen" in result.stderr
