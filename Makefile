@@ -3,7 +3,7 @@
 PYTHON ?= python3
 ARGS ?=
 
-.PHONY: install train test test-fast lint format clean
+.PHONY: install train test test-fast bench lint format clean
 
 install: .make/installed
 
@@ -20,6 +20,12 @@ test: install
 
 test-fast: install
 	$(PYTHON) -m pytest -m "not slow"
+
+# The tutorial's loop against the template, same data/seed/epochs: make bench DATA=path/to/hymenoptera_data
+DATA ?= data/hymenoptera_data
+WEIGHTS ?= null
+bench: install
+	$(PYTHON) -m src.bench.compare_tutorial --data-dir $(DATA) --weights $(WEIGHTS)
 
 lint: install
 	$(PYTHON) -m ruff check .

@@ -125,3 +125,25 @@ def test_unreachable_download_explains_how_to_get_the_data(tmp_path):
             download=True,
             download_url="http://127.0.0.1:9/hymenoptera_data.zip",  # nothing listens here
         )
+
+
+def test_decoded_image_cache_gives_validation_the_same_pixels(tmp_path):
+    from PIL import Image
+
+    root = make_image_folder(tmp_path, train_per_class=2, val_per_class=2, size=(90, 60))
+    noise = Image.effect_noise((90, 60), 60).convert("RGB")  # detail that resizing would blur
+    for path in root.rglob("*.jpg"):
+        noise.save(path)
+    plain = datamodule(root, image_size=32, resize_size=36)
+    cached = datamodule(root, image_size=32, resize_size=36, cache_images=True)
+    assert len(cached.val_set) == len(plain.val_set) == 4
+    for i in range(4):
+        assert torch.equal(cached.val_set[i][0], plain.val_set[i][0])
+        assert cached.val_set[i][1] == plain.val_set[i][1]
+    assert cached.train_set[0][0].shape == (3, 32, 32)
+
+
+def test_cache_larger_than_the_limit_is_skipped(image_folder, caplog):
+    dm = datamodule(image_folder, cache_images=True, cache_max_gb=1e-9)
+    assert not hasattr(dm.train_set, "images")
+    assert "Not caching decoded images" in caplog.text

@@ -107,3 +107,37 @@ def test_cli_rejects_an_unknown_strategy(tmp_path):
     assert result.returncode != 0
     assert "Could not find 'strategy/unfrozen'" in result.stderr
     assert "finetune" in result.stderr and "frozen" in result.stderr
+
+
+def test_cached_features_train_the_frozen_head(fast_config):
+    cfg = fast_config("strategy=frozen", "data.cache_features=true", "trainer.max_epochs=3")
+    summary = train(cfg)
+    assert summary["epochs_trained"] == 3
+    assert summary["best_ckpt_val_acc"] == pytest.approx(summary["best_val_acc"])
+    # The checkpoint is a normal image model: features were a training shortcut only.
+    saved = torch.load(summary["best_ckpt"], map_location="cpu", weights_only=True)
+    assert any(k.startswith("backbone.") for k in saved["state_dict"])
+
+
+def test_cached_features_match_the_frozen_backbone_on_images(fast_config):
+    """Training on cached features is the same computation as on the images themselves."""
+    from hydra.utils import instantiate
+
+    cfg = fast_config("strategy=frozen", "data.cache_features=true")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    model = instantiate(cfg.model, num_classes=2, class_names=["ants", "bees"]).eval()
+    from src.data.feature_cache import extract_features
+
+    features = extract_features(
+        model.features, datamodule.val_set, torch.device("cpu"), torch.no_grad
+    )
+    images = torch.stack([datamodule.val_set[i][0] for i in range(len(datamodule.val_set))])
+    assert torch.allclose(model(features.tensors[0]), model(images), atol=1e-5)
+
+
+def test_cached_features_refuse_a_training_backbone(fast_config):
+    from src.errors import UserError
+
+    with pytest.raises(UserError, match="needs strategy=frozen"):
+        train(fast_config("strategy=finetune", "data.cache_features=true"))

@@ -77,15 +77,19 @@ class TransferLearningModel(LightningModule):
             self.backbone.eval()
         return self
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits for a batch of normalised images (N, 3, H, W)."""
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone output (N, 512) for a batch of normalised images (N, 3, H, W)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self.freeze_backbone:
             with torch.no_grad():
-                features = self.backbone(images)
-        else:
-            features = self.backbone(images)
+                return self.backbone(images)
+        return self.backbone(images)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class logits for images (N, 3, H, W), or for backbone features (N, 512) that
+        `data.cache_features` computed once for a frozen backbone."""
+        features = inputs if inputs.ndim == 2 else self.features(inputs)
         return self.fc(features)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

@@ -1,0 +1,32 @@
+"""The tutorial-vs-template benchmark runs both loops and reports comparable rows."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_train import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_benchmark_reports_both_loops_for_each_strategy(image_folder, tmp_path):
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [sys.executable, "-m", "src.bench.compare_tutorial", "--data-dir", str(image_folder),
+         "--epochs", "1", "--out-dir", str(out), "--", "data.num_workers=0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    assert [(r["strategy"], r["loop"]) for r in rows] == [
+        ("finetune", "tutorial"), ("finetune", "template"),
+        ("frozen", "tutorial"), ("frozen", "template"),
+    ]  # fmt: skip
+    for tutorial, template in (rows[0:2], rows[2:4]):
+        assert tutorial["wall_ratio_vs_tutorial"] is None
+        expected = template["wall_time_s"] / tutorial["wall_time_s"]
+        assert template["wall_ratio_vs_tutorial"] == pytest.approx(expected, abs=0.01)
+        assert 0.0 <= template["best_val_acc"] <= 1.0
+    assert "| frozen | template |" in (out / "bench.md").read_text()
