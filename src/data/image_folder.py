@@ -1,0 +1,203 @@
+"""LightningDataModule for an ImageFolder tree with `train/` and `val/` splits.
+
+The class names (and so the number of outputs of the model) come from the sub-folders of
+`train/`; `val/` must hold the same classes.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from src.data.download import download_image_folder
+from src.data.feature_cache import extract_features
+from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
+from src.data.transforms import train_transform, val_transform
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class ImageFolderDataModule(LightningDataModule):
+    """Train/val loaders over `data_dir/{train,val}/<class_name>/*.jpg`.
+
+    Args:
+        data_dir: folder holding `train/` and `val/`. Relative paths are taken from the
+            directory the run was started in.
+        batch_size: images per optimisation step (the tutorial uses 4).
+        num_workers: loader worker processes; `null` means one per CPU core, at most 4.
+        download: fetch `download_url` when `data_dir` does not exist.
+        download_url: a zip holding one top-level folder with `train/` and `val/`.
+        tree_sha256: checksum of the extracted folder (`src.data.download.tree_sha256`),
+            `null` to skip the check.
+        image_size: side of the square crop fed to the network.
+        resize_size: validation images are resized to this shorter side before the crop.
+        pin_memory: pin host memory for faster copies; `null` pins when CUDA is available.
+        cache_images: decode every image once and keep it in memory (see
+            `src.data.image_cache`); skipped with a warning above `cache_max_gb`.
+        cache_max_gb: the largest decoded-image cache to build.
+        cache_features: for a frozen backbone only: switch off train augmentation and
+            compute the backbone's features once, so epochs train the head alone (see
+            `src.data.feature_cache`).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 4,
+        num_workers: int | None = None,
+        download: bool = False,
+        download_url: str | None = None,
+        tree_sha256: str | None = None,
+        image_size: int = 224,
+        resize_size: int = 256,
+        pin_memory: bool | None = None,
+        cache_images: bool = False,
+        cache_max_gb: float = 4.0,
+        cache_features: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if num_workers is not None and num_workers < 0:
+            raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.download = download
+        self.download_url = download_url
+        self.tree_sha256 = tree_sha256
+        self.image_size = image_size
+        self.resize_size = resize_size
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.cache_images = cache_images
+        self.cache_max_gb = cache_max_gb
+        self.cache_features = cache_features
+        self.train_set: ImageFolder | DecodedImageCache | None = None
+        self.val_set: ImageFolder | DecodedImageCache | None = None
+        self._feature_sets: dict[str, torch.utils.data.TensorDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Download the data once (Lightning calls this on one process per node)."""
+        if self.data_dir.exists():
+            return
+        if not self.download or not self.download_url:
+            raise UserError(
+                f"Data folder not found: {self.data_dir}\n"
+                "Point data.data_dir at a folder with train/ and val/ sub-folders "
+                "(one sub-folder per class), or set data.download=true to fetch the "
+                "tutorial's ants-vs-bees dataset."
+            )
+        download_image_folder(self.data_dir, self.download_url, self.tree_sha256)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        evaluation = val_transform(self.image_size, self.resize_size)
+        # Cached features must not depend on random augmentation.
+        training = evaluation if self.cache_features else train_transform(self.image_size)
+        train_set = self._image_folder("train", training)
+        val_set = self._image_folder("val", evaluation)
+        if val_set.classes != train_set.classes:
+            raise UserError(
+                f"train/ and val/ in {self.data_dir} hold different classes: "
+                f"train has {train_set.classes}, val has {val_set.classes}. "
+                "Both splits need the same class sub-folders."
+            )
+        if self.cache_images:
+            train_set, val_set = self._decoded(train_set), self._decoded(val_set)
+        self.train_set, self.val_set = train_set, val_set
+
+    def _decoded(self, folder: ImageFolder) -> ImageFolder | DecodedImageCache:
+        estimate = estimated_cache_bytes(len(folder), self.resize_size)
+        if estimate > self.cache_max_gb * 1e9:
+            log.warning(
+                "Not caching decoded images of %s: about %.1f GB > data.cache_max_gb=%s. "
+                "Raise data.cache_max_gb if the memory is there.",
+                folder.root,
+                estimate / 1e9,
+                self.cache_max_gb,
+            )
+            return folder
+        return DecodedImageCache(folder, size=self.resize_size)
+
+    def _image_folder(self, split: str, transform) -> ImageFolder:
+        if not self.data_dir.is_dir():
+            raise UserError(
+                f"Data folder not found: {self.data_dir} (run prepare_data first, or fix "
+                "data.data_dir)."
+            )
+        split_dir = self.data_dir / split
+        if not split_dir.is_dir():
+            found = sorted(p.name for p in self.data_dir.iterdir())
+            raise UserError(
+                f"Missing split folder {split_dir}. Expected {self.data_dir}/train/<class>/ "
+                f"and {self.data_dir}/val/<class>/ with images; found {found}."
+            )
+        try:
+            return ImageFolder(split_dir, transform=transform)
+        except FileNotFoundError as err:
+            raise UserError(
+                f"No images in {split_dir}: expected one sub-folder per class holding image "
+                f"files (.jpg, .png, ...). ({err})"
+            ) from err
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order (sorted folder names), after `setup()`."""
+        if self.train_set is None:
+            self.setup()
+        return list(self.train_set.classes)
+
+    def train_dataloader(self) -> DataLoader:
+        if self.cache_features:
+            return self._loader(self._features("train"), shuffle=True, workers=False)
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        if self.cache_features:
+            return self._loader(self._features("val"), shuffle=False, workers=False)
+        return self._loader(self.val_set, shuffle=False)
+
+    def _features(self, split: str) -> torch.utils.data.TensorDataset:
+        """The split's backbone features, computed on first use with the Trainer's model."""
+        if split not in self._feature_sets:
+            model = self.trainer.lightning_module
+            if not getattr(model, "freeze_backbone", False):
+                raise UserError(
+                    "data.cache_features=true needs strategy=frozen: a backbone that trains "
+                    "changes its features every step, so they cannot be computed once."
+                )
+            dataset = self.train_set if split == "train" else self.val_set
+            self._feature_sets[split] = extract_features(
+                model.features,
+                dataset,
+                device=model.device,
+                forward_context=self.trainer.precision_plugin.forward_context,
+            )
+        return self._feature_sets[split]
+
+    def _loader(self, dataset, shuffle: bool, workers: bool = True) -> DataLoader:
+        # Cached features are tensors already in memory: worker processes would only add cost.
+        num_workers = self.num_workers if workers else 0
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=num_workers > 0,
+        )
+
+
+def default_num_workers() -> int:
+    """One loader process per available CPU core, capped at 4 (the tutorial's value)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        cores = os.cpu_count() or 1
+    return min(cores, 4)
