@@ -120,17 +120,34 @@ class ImageFolderDataModule(LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        """Every validation image once; under DDP each process takes every n-th image.
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        Lightning's default distributed sampler pads the split with repeated images so that
+        every process gets the same number, which would count those images twice in
+        `val/acc`. The unpadded sampler lets the shards differ by one image instead (safe in
+        validation: no gradients are synchronised); the metrics then sum over processes.
+        """
+        return self._loader(self.val_set, shuffle=False, sampler=unpadded_shard(self.val_set))
+
+    def _loader(self, dataset, shuffle: bool, sampler=None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+
+
+def unpadded_shard(dataset):
+    """This process's share of `dataset` without repeats under DDP; `None` in a single process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 def default_num_workers() -> int:
