@@ -44,6 +44,8 @@ class SweepSummary(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._started[config.hydra.runtime.output_dir] = time.perf_counter()
+        if config.hydra.mode == RunMode.MULTIRUN:  # a sweep killed now shows this job
+            write_sweep_summary(sweep_root(config))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
