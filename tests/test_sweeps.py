@@ -169,3 +169,23 @@ def test_lr_gamma_search_maximises_val_acc_with_a_seeded_tpe_sampler():
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert sweeper.sampler.seed == 42
     assert sweeper.params["model.optimizer.lr"] == "tag(log, interval(0.0001, 0.1))"
+
+
+def count_images_with_loader_workers(data_dir: Path) -> int:
+    from src.data.image_folder import ImageFolderDataModule
+
+    datamodule = ImageFolderDataModule(data_dir, num_workers=2, image_size=32, resize_size=36)
+    datamodule.setup("fit")
+    return sum(len(labels) for _, labels in datamodule.val_dataloader())
+
+
+@pytest.mark.slow
+def test_loader_workers_start_inside_joblib_launcher_workers(image_folder):
+    """hydra/launcher=joblib runs jobs in loky processes, whose default start method torch
+    cannot use for its own loader workers."""
+    from joblib import Parallel, delayed
+
+    counts = Parallel(n_jobs=2)(
+        delayed(count_images_with_loader_workers)(image_folder) for _ in range(2)
+    )
+    assert counts == [8, 8]

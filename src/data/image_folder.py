@@ -4,6 +4,7 @@ The class names (and so the number of outputs of the model) come from the sub-fo
 `train/`; `val/` must hold the same classes.
 """
 
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -138,6 +139,7 @@ class ImageFolderDataModule(LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            multiprocessing_context=platform_start_method() if self.num_workers > 0 else None,
         )
 
 
@@ -148,6 +150,16 @@ def unpadded_shard(dataset):
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
+def platform_start_method() -> str:
+    """How loader workers start: this platform's default ("fork" on Linux, "spawn" on macOS).
+
+    Said explicitly because the current default can be one torch cannot use: inside the
+    worker processes of `hydra/launcher=joblib` it is loky's own method, and starting loader
+    workers there fails.
+    """
+    return multiprocessing.get_all_start_methods()[0]
 
 
 def default_num_workers() -> int:
