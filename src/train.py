@@ -9,6 +9,7 @@ import json
 import logging
 import time
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -25,12 +26,17 @@ log = logging.getLogger(__name__)
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the best validation accuracy (the value sweeps optimise)."""
+    from src.ddp_relaunch import this_job_on_the_command_line
     from src.errors import UserError
 
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    # In a sweep, DDP's extra processes must re-run this job, not the whole sweep.
+    job_scope = this_job_on_the_command_line() if multirun else nullcontext()
     try:
-        return train(cfg)["best_val_acc"]
+        with job_scope:
+            return train(cfg)["best_val_acc"]
     except UserError as err:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        if multirun:
             raise  # let the launcher mark this job failed and carry on with the others
         log.error("%s", err)
         raise SystemExit(2) from None
@@ -40,6 +46,7 @@ def train(cfg: DictConfig) -> dict:
     """Fit the model described by `cfg`, then validate the best checkpoint; return the summary."""
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.utilities import rank_zero_only
 
     # `lightning` adds a console handler of its own on import; Hydra's root handler already
     # prints (and writes train.log), so without this every Lightning message shows twice.
@@ -53,7 +60,10 @@ def train(cfg: DictConfig) -> dict:
 
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    # Under DDP every process runs this function; the rank is known from the environment
+    # before the Trainer exists.
+    if rank_zero_only.rank == 0:
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)

@@ -6,7 +6,10 @@ from omegaconf import OmegaConf
 
 from tests.conftest import CONF_DIR, compose_train_config
 
-GROUPS = ["data", "model", "strategy", "trainer", "callbacks", "logger", "experiment", "debug"]
+GROUPS = [
+    "data", "model", "strategy", "trainer", "callbacks", "logger", "experiment", "debug",
+    "hparams_search",
+]  # fmt: skip
 DOCUMENTED_KEYS = [
     "data.data_dir", "data.batch_size", "data.num_workers", "model.weights",
     "model.optimizer.lr", "model.optimizer.momentum", "model.scheduler.step_size",

@@ -5,6 +5,7 @@ The class names (and so the number of outputs of the model) come from the sub-fo
 """
 
 import logging
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -159,9 +160,19 @@ class ImageFolderDataModule(LightningDataModule):
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
+        """Every validation image once; under DDP each process takes every n-th image.
+
+        Lightning's default distributed sampler pads the split with repeated images so that
+        every process gets the same number, which would count those images twice in
+        `val/acc`. The unpadded sampler lets the shards differ by one image instead (safe in
+        validation: no gradients are synchronised); the metrics then sum over processes.
+        """
         if self.cache_features:
-            return self._loader(self._features("val"), shuffle=False, workers=False)
-        return self._loader(self.val_set, shuffle=False)
+            features = self._features("val")
+            return self._loader(
+                features, shuffle=False, workers=False, sampler=unpadded_shard(features)
+            )
+        return self._loader(self.val_set, shuffle=False, sampler=unpadded_shard(self.val_set))
 
     def _features(self, split: str) -> torch.utils.data.TensorDataset:
         """The split's backbone features, computed on first use with the Trainer's model."""
@@ -181,17 +192,38 @@ class ImageFolderDataModule(LightningDataModule):
             )
         return self._feature_sets[split]
 
-    def _loader(self, dataset, shuffle: bool, workers: bool = True) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
         # Cached features are tensors already in memory: worker processes would only add cost.
         num_workers = self.num_workers if workers else 0
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=num_workers > 0,
+            multiprocessing_context=platform_start_method() if num_workers > 0 else None,
         )
+
+
+def unpadded_shard(dataset):
+    """This process's share of `dataset` without repeats under DDP; `None` in a single process."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
+def platform_start_method() -> str:
+    """How loader workers start: this platform's default ("fork" on Linux, "spawn" on macOS).
+
+    Said explicitly because the current default can be one torch cannot use: inside the
+    worker processes of `hydra/launcher=joblib` it is loky's own method, and starting loader
+    workers there fails.
+    """
+    return multiprocessing.get_all_start_methods()[0]
 
 
 def default_num_workers() -> int:

@@ -1,0 +1,205 @@
+"""A Hydra callback that tabulates a multirun: `sweep_summary.csv` and `.md` at the sweep root.
+
+Each job's row comes from what the job left in its directory: `.hydra/overrides.yaml`
+(written by Hydra before the job starts), `summary.json` (written by `src.train`) and
+`job_status.json` (written here when the job ends, failed or not). The table is rebuilt
+after every job, not only at the end of the sweep: when a job fails, Hydra's sweepers
+raise once the batch is done and `on_multirun_end` never runs, and a sweep killed half-way
+should still show what finished. A job with a directory but no status is still running,
+or was killed (listed as "unfinished").
+"""
+
+import csv
+import json
+import logging
+import os
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+try:
+    import fcntl
+except ImportError:  # Windows: jobs of one sweep then must not end at the same moment
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+STATUS_FILE = "job_status.json"
+COLUMNS = ["job", "status", "best_val_acc", "best_epoch", "wall_time_s", "overrides", "run_dir"]
+STATUS_ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
+
+
+class SweepSummary(Callback):
+    """Writes the sweep summary after every job of a multirun and once more at its end."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started[config.hydra.runtime.output_dir] = time.perf_counter()
+        if config.hydra.mode == RunMode.MULTIRUN:  # a sweep killed now shows this job
+            write_sweep_summary(sweep_root(config))
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        started = self._started.pop(str(job_dir), None)
+        failed = job_return.status != JobStatus.COMPLETED
+        status = {
+            "status": "failed" if failed else "completed",
+            # `job_return.return_value` re-raises a failed job's exception; read the field.
+            "error": _one_line(job_return._return_value) if failed else None,
+            "return_value": None if failed else _float_or_none(job_return._return_value),
+            "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
+        }
+        (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+        write_sweep_summary(sweep_root(config))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        root = sweep_root(config)
+        if root.is_dir():
+            rows = write_sweep_summary(root)
+            log.info("Sweep summary of %d jobs: %s", len(rows), root / "sweep_summary.md")
+
+
+def sweep_root(config: DictConfig) -> Path:
+    """The sweep directory; a relative `hydra.sweep.dir` is relative to where Hydra started."""
+    return Path(config.hydra.runtime.cwd) / config.hydra.sweep.dir
+
+
+def write_sweep_summary(root: Path) -> list[dict]:
+    """Collect every job under `root`, best first, and (re)write the CSV and Markdown tables."""
+    with _locked(root / ".sweep_summary.lock"):
+        rows = sorted((job_row(root, d) for d in _job_dirs(root)), key=_rank)
+        _replace(root / "sweep_summary.csv", _to_csv(rows))
+        _replace(root / "sweep_summary.md", _to_markdown(rows, root))
+    return rows
+
+
+def job_row(root: Path, job_dir: Path) -> dict:
+    """One job's row, from the files it left in `job_dir`."""
+    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    status = _read_json(job_dir / STATUS_FILE) or {"status": "unfinished"}
+    summary = _read_json(job_dir / "summary.json") or {}
+    best_val_acc = summary.get("best_val_acc", status.get("return_value"))
+    return {
+        "job": job_dir.relative_to(root).as_posix(),
+        "status": status["status"],
+        "best_val_acc": best_val_acc,
+        "best_epoch": summary.get("best_epoch"),
+        "wall_time_s": status.get("wall_time_s"),
+        "overrides": " ".join(overrides),
+        "run_dir": str(job_dir),
+        "error": status.get("error"),
+    }
+
+
+def _job_dirs(root: Path) -> list[Path]:
+    return [p.parent.parent for p in root.rglob(".hydra/overrides.yaml")]
+
+
+def _rank(row: dict) -> tuple:
+    """Completed jobs by accuracy (best first), then failed and unfinished ones, by job."""
+    acc = row["best_val_acc"]
+    job_key = [int(part) if part.isdigit() else 0 for part in row["job"].split("/")]
+    return (STATUS_ORDER[row["status"]], acc is None, -(acc or 0.0), job_key)
+
+
+def _to_csv(rows: list[dict]) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    writer = csv.DictWriter(out, fieldnames=[*COLUMNS, "error"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _to_markdown(rows: list[dict], root: Path) -> str:
+    """A table for reading: overrides shared by every job are listed once above it."""
+    override_lists = [row["overrides"].split() for row in rows]
+    common = set.intersection(*map(set, override_lists)) if rows else set()
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
+    lines = [
+        f"# Sweep summary: {root}",
+        "",
+        f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
+        "Sorted by best val/acc, best first; failed and unfinished jobs last.",
+        "",
+    ]
+    if common and len(rows) > 1:
+        shared = " ".join(o for o in override_lists[0] if o in common)
+        lines += [f"Overrides of every job: `{shared}`", ""]
+    lines += [
+        "| job | status | best val/acc | best epoch | wall time (s) | overrides | run directory |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row, overrides in zip(rows, override_lists, strict=True):
+        own = " ".join(o for o in overrides if o not in common or len(rows) == 1)
+        status = row["status"] + (f": {row['error']}" if row["error"] else "")
+        cells = [
+            row["job"],
+            status.replace("|", "\\|"),
+            _fmt(row["best_val_acc"], "{:.4f}"),
+            _fmt(row["best_epoch"], "{}"),
+            _fmt(row["wall_time_s"], "{:.1f}"),
+            f"`{own}`" if own else "",
+            f"[{row['job']}]({row['job']})",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value, pattern: str) -> str:
+    return "" if value is None else pattern.format(value)
+
+
+def _one_line(error: BaseException) -> str:
+    """The root cause: Hydra wraps errors raised while instantiating a `_target_`."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+def _float_or_none(value) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write via a temporary file, so a reader never sees half a table."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _locked(lock_path: Path):
+    """Jobs of a parallel launcher (joblib, SLURM) end concurrently; one writer at a time."""
+    if fcntl is None:
+        yield
+        return
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
