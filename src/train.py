@@ -35,11 +35,25 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with job_scope:
             return train(cfg)["best_val_acc"]
-    except UserError as err:
-        if multirun:
-            raise  # let the launcher mark this job failed and carry on with the others
-        log.error("%s", err)
+    except Exception as err:
+        user_error = find_cause(err, UserError)
+        if user_error is None or multirun:
+            raise  # in a sweep, the launcher marks this job failed and carries on
+        log.error("%s", user_error)
         raise SystemExit(2) from None
+
+
+def find_cause(err: BaseException, kind: type) -> BaseException | None:
+    """`err` or the exception it was raised from, if of `kind`.
+
+    hydra.utils.instantiate wraps errors raised in constructors (a bad `data.batch_size`)
+    in an InstantiationException; the user needs the original message.
+    """
+    while err is not None:
+        if isinstance(err, kind):
+            return err
+        err = err.__cause__
+    return None
 
 
 def train(cfg: DictConfig) -> dict:
@@ -107,8 +121,9 @@ def best_checkpoint_results(trainer, model, datamodule) -> dict:
     import torch
 
     checkpoint = trainer.checkpoint_callback
-    if checkpoint is None or not checkpoint.best_model_path:
-        acc = trainer.callback_metrics.get("val/acc")
+    if checkpoint is None or checkpoint.best_model_score is None:
+        # No best-val/acc checkpoint (callbacks=none, fast_dev_run): report the metric only.
+        acc = trainer.callback_metrics.get("val/acc_best")
         return {
             "best_val_acc": None if acc is None else float(acc),
             "best_epoch": None,

@@ -141,3 +141,18 @@ def test_cached_features_refuse_a_training_backbone(fast_config):
 
     with pytest.raises(UserError, match="needs strategy=frozen"):
         train(fast_config("strategy=finetune", "data.cache_features=true"))
+
+
+def test_run_without_callbacks_still_reports_the_best_accuracy(fast_config):
+    summary = train(fast_config("callbacks=none", "trainer.max_epochs=2"))
+    assert summary["best_ckpt"] is None
+    assert 0.0 <= summary["best_val_acc"] <= 1.0
+
+
+def test_cli_reports_a_bad_constructor_argument_without_a_traceback(image_folder, tmp_path):
+    result = run_cli(*FAST, f"data.data_dir={image_folder}", "data.batch_size=0",
+                     f"hydra.run.dir={tmp_path}/run")  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "data.batch_size must be at least 1, got 0" in output
+    assert "Traceback" not in output
