@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    inputs = list(cfg.inputs) if isinstance(cfg.inputs, ListConfig) else [str(cfg.inputs)]
+    inputs = cfg.inputs
+    inputs = list(inputs) if isinstance(inputs, ListConfig) else [str(inputs)] if inputs else []
     try:
         rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.image_size, cfg.resize_size,
                        cfg.batch_size)  # fmt: skip
@@ -72,6 +73,11 @@ def predict(
     from src.predictions import load_model
     from src.runs import run_for_checkpoint
 
+    if not ckpt_path or not inputs:
+        raise UserError(
+            "Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train) and "
+            "inputs=FILE_OR_DIR_OR_GLOB (the images to label)."
+        )
     if top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}.")
     files = expand_inputs(inputs)

@@ -22,7 +22,7 @@ def load_model(ckpt_path: str | Path, device: str = "cpu") -> TransferLearningMo
     """The model of a checkpoint, in eval mode, without fetching its ImageNet weights."""
     path = Path(ckpt_path).expanduser()
     if not path.is_file():
-        raise UserError(f"Checkpoint not found: {path}. Fix ckpt_path (or run_dir).")
+        raise UserError(f"Checkpoint not found: {path}. Fix ckpt_path.")
     try:
         model = TransferLearningModel.load_from_checkpoint(
             path, weights=None, map_location=device, weights_only=True

@@ -93,12 +93,12 @@ def run_figures(run_dir: str | Path, data_dir=None) -> dict:
     return {name: made[name] for name in FIGURE_NAMES if name in made}
 
 
-def write_run_figures(run_dir: str | Path, data_dir=None, out_dir=None) -> list[Path]:
+def write_run_figures(run_dir, data_dir=None, out_dir=None, dpi: int = 100) -> list[Path]:
     """Save the run's figures as `<out_dir>/<name>.png` (default `<run_dir>/figures/`)."""
     out = Path(out_dir or Path(run_dir) / "figures")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in run_figures(run_dir, data_dir).items():
         paths.append(out / f"{name}.png")
-        fig.savefig(paths[-1], dpi=100)
+        fig.savefig(paths[-1], dpi=dpi)
     return paths

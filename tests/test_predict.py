@@ -79,9 +79,11 @@ def test_globs_select_files_and_an_empty_match_is_a_clear_error(lone_checkpoint,
         predict(lone_checkpoint, [str(new_images / "*.png")])
 
 
-def test_a_missing_checkpoint_is_named(new_images, tmp_path):
+def test_a_missing_checkpoint_or_input_is_named(new_images, tmp_path):
     with pytest.raises(UserError, match=r"Checkpoint not found: .*nothing\.ckpt"):
         predict(str(tmp_path / "nothing.ckpt"), [str(new_images)])
+    with pytest.raises(UserError, match=r"ckpt_path=.*inputs="):
+        predict(str(tmp_path / "nothing.ckpt"), [])
 
 
 @pytest.mark.slow
