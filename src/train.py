@@ -112,6 +112,10 @@ def train(cfg: DictConfig) -> dict:
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     if trainer.is_global_zero:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if cfg.get("figures"):
+            from src.run_figures import write_run_figures
+
+            log.info("Figures: %s", ", ".join(p.name for p in write_run_figures(output_dir)))
         log.info(result_line(summary, output_dir))
     return summary
 

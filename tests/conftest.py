@@ -20,6 +20,7 @@ FAST = [
     "trainer.enable_model_summary=false",
     "trainer.num_sanity_val_steps=0",
     "trainer.log_every_n_steps=1",
+    "figures=false",
 ]
 
 
@@ -73,3 +74,17 @@ def real_data() -> Path:
     if not (path / "train").is_dir():
         pytest.skip(f"${REAL_DATA_ENV}={value} has no train/ folder")
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished 3-epoch run on generated data, shared by the inspection tests. Trained in
+    fp32 so that re-evaluating its best checkpoint reproduces the logged numbers exactly."""
+    from src.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    data, run_dir = make_image_folder(root / "data"), root / "run"
+    run_dir.mkdir()
+    overrides = [f"data.data_dir={data}", f"paths.output_dir={run_dir}", "trainer.max_epochs=3"]
+    train(compose_train_config([*FAST, *overrides, "trainer.precision=32-true"]))
+    return run_dir

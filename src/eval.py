@@ -1,0 +1,114 @@
+"""Evaluate a checkpoint: `python -m src.eval run_dir=DIR` or `ckpt_path=PATH [data.data_dir=...]`.
+
+Writes `eval.json` (loss, accuracy, per-class accuracy, confusion matrix) and prints the
+same as a small table. Numbers are computed in full precision on the CPU.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        results = evaluate(
+            ckpt_path=cfg.ckpt_path,
+            run_dir=cfg.run_dir,
+            split=cfg.split,
+            **cfg.data,
+        )
+    except UserError as err:
+        log.error("%s", err)
+        raise SystemExit(2) from None
+    where = Path(results["run_dir"] or Path(results["ckpt_path"]).parent)
+    output = Path(cfg.output or where / "eval.json")
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_results(results))
+    print(f"Wrote {output}")
+
+
+def evaluate(
+    ckpt_path: str | None = None,
+    run_dir: str | None = None,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    batch_size: int = 32,
+    split: str = "val",
+) -> dict:
+    """Results of the checkpoint (or the run's best one) on `data_dir/split`."""
+    from src.predictions import image_folder, load_model, predict_dataset
+    from src.runs import Run, run_for_checkpoint
+
+    if not ckpt_path and not run_dir:
+        raise UserError("Nothing to evaluate: pass ckpt_path=PATH/TO/x.ckpt or run_dir=DIR.")
+    run = Run(run_dir) if run_dir else run_for_checkpoint(ckpt_path)
+    ckpt = Path(ckpt_path) if ckpt_path else run.best_ckpt
+    run_data = run.config.get("data", {}) if run else {}
+    data_dir = data_dir or run_data.get("data_dir")
+    if not data_dir:
+        raise UserError(
+            f"No training run found beside {ckpt} to take the data folder from; "
+            "pass data.data_dir=/path/to/data (holding val/<class>/ images)."
+        )
+    image_size = image_size or run_data.get("image_size", 224)
+    resize_size = resize_size or run_data.get("resize_size", 256)
+
+    from src.data.transforms import val_transform
+
+    model = load_model(ckpt)
+    names = list(model.hparams.class_names)
+    dataset = image_folder(data_dir, split, names, val_transform(image_size, resize_size))
+    predictions = predict_dataset(model, dataset, batch_size)
+    counts = predictions.confusion_matrix().sum(dim=1).tolist()
+    return {
+        "ckpt_path": str(ckpt),
+        "run_dir": str(run.path) if run else None,
+        "data_dir": str(data_dir),
+        "split": split,
+        "num_images": len(dataset),
+        "class_names": names,
+        "loss": predictions.loss,
+        "acc": predictions.accuracy,
+        "per_class_acc": predictions.per_class_accuracy(),
+        "per_class_count": dict(zip(names, counts, strict=True)),
+        "confusion_matrix": predictions.confusion_matrix().tolist(),
+        "image_size": image_size,
+        "resize_size": resize_size,
+    }
+
+
+def format_results(results: dict) -> str:
+    """The results as a few lines of text: totals, per-class accuracy, confusion matrix."""
+    names = results["class_names"]
+    width = max(len(n) for n in [*names, "class"])
+    split = results["split"]
+    lines = [
+        f"checkpoint {results['ckpt_path']}",
+        f"data       {Path(results['data_dir']) / split} ({results['num_images']} images)",
+        f"{split}/loss {results['loss']:.4f}   {split}/acc {results['acc']:.4f}",
+        "",
+        f"{'class':<{width}}  images  accuracy",
+    ]
+    for name in names:
+        acc = results["per_class_acc"][name]
+        acc_text = "-" if acc is None else f"{acc:.4f}"
+        lines.append(f"{name:<{width}}  {results['per_class_count'][name]:>6}  {acc_text:>8}")
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    cell = max(6, *(len(n) for n in names))
+    lines.append(" " * width + "".join(f"{n:>{cell + 2}}" for n in names))
+    for name, row in zip(names, results["confusion_matrix"], strict=True):
+        lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell + 2}}" for v in row))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

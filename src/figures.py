@@ -1,0 +1,192 @@
+"""Draw the figures of a run and of a sweep; every function returns a matplotlib Figure.
+
+Figures are built without pyplot, on the non-interactive Agg canvas: nothing opens a
+window or changes matplotlib's global state, in a training run, a test or a notebook
+(where a returned figure displays inline).
+"""
+
+import math
+from collections.abc import Sequence
+
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+WRONG, RIGHT = "tab:red", "tab:green"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def denormalize(image: torch.Tensor):
+    """A normalised (3, H, W) tensor as an (H, W, 3) array in [0, 1] for imshow."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def image_grid(
+    images: Sequence[torch.Tensor],
+    titles: Sequence[str],
+    colors: Sequence[str] | None = None,
+    suptitle: str = "",
+    ncols: int = 4,
+) -> Figure:
+    """Normalised images in a grid, each titled; `colors` tints a title and frames the image."""
+    nrows = max(1, math.ceil(len(images) / ncols))
+    fig = new_figure(2.4 * ncols, 2.7 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= len(images):
+            ax.axis("off")
+            continue
+        ax.imshow(denormalize(images[i]))
+        color = colors[i] if colors else "black"
+        ax.set_title(titles[i], fontsize=9, color=color)
+        for spine in ax.spines.values():
+            spine.set_edgecolor(color)
+            spine.set_linewidth(3 if colors else 0.5)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def augmented_batch(images: torch.Tensor, labels: torch.Tensor, class_names) -> Figure:
+    """The tutorial's `imshow` of a training batch: augmented inputs with their labels."""
+    titles = [class_names[i] for i in labels.tolist()]
+    return image_grid(list(images), titles, suptitle="Training inputs after augmentation")
+
+
+def prediction_grid(images, predictions, indices: Sequence[int]) -> Figure:
+    """The tutorial's `visualize_model`: predicted (with probability) vs true label;
+    wrong predictions are titled and framed in red."""
+    titles, colors = [], []
+    names = predictions.class_names
+    for i in indices:
+        pred, true = int(predictions.preds[i]), int(predictions.labels[i])
+        titles.append(f"pred {names[pred]} {predictions.probs[i, pred]:.2f}\ntrue {names[true]}")
+        colors.append(RIGHT if pred == true else WRONG)
+    wrong = sum(c == WRONG for c in colors)
+    return image_grid(
+        images, titles, colors, suptitle=f"Validation predictions ({wrong} wrong, in red)"
+    )
+
+
+def top_losses(images, predictions, indices: Sequence[int]) -> Figure:
+    """The images the model gets most wrong, with their loss, prediction and true label."""
+    names, titles = predictions.class_names, []
+    for i in indices:
+        pred, true = int(predictions.preds[i]), int(predictions.labels[i])
+        titles.append(
+            f"loss {predictions.losses[i]:.2f}\n"
+            f"pred {names[pred]} {predictions.probs[i, pred]:.2f}, true {names[true]}"
+        )
+    colors = [WRONG if predictions.preds[i] != predictions.labels[i] else RIGHT for i in indices]
+    return image_grid(images, titles, colors, suptitle="Highest-loss validation images")
+
+
+def confusion_matrix(cm: torch.Tensor, class_names: Sequence[str], title: str = "") -> Figure:
+    """Counts per (true, predicted) pair, with each row's share of its class."""
+    n = len(class_names)
+    fig = new_figure(1.2 * n + 2.5, 1.1 * n + 1.8)
+    ax = fig.subplots()
+    shares = cm.float() / cm.sum(dim=1, keepdim=True).clamp(min=1)
+    image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for t in range(n):
+        for p in range(n):
+            color = "white" if shares[t, p] > 0.5 else "black"
+            text = f"{int(cm[t, p])}\n{shares[t, p]:.0%}"
+            ax.text(p, t, text, ha="center", va="center", color=color, fontsize=11)
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 4 else 0)
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    ax.set_title(title or f"Confusion matrix ({int(cm.sum())} images)")
+    return fig
+
+
+def learning_curves(metrics: dict[str, dict[int, float]], best_epoch: int | None = None) -> Figure:
+    """Train/val loss and accuracy per epoch, and the learning rate; the best epoch marked."""
+    fig = new_figure(13, 3.6)
+    loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
+    for ax, name in ((loss_ax, "loss"), (acc_ax, "acc")):
+        for stage in ("train", "val"):
+            series = metrics.get(f"{stage}/{name}", {})
+            ax.plot(list(series), list(series.values()), marker="o", ms=3, label=stage)
+        ax.set_title({"loss": "Cross-entropy loss", "acc": "Accuracy"}[name])
+    lr_keys = [k for k in metrics if k.startswith("lr-")]
+    for key in lr_keys:
+        lr_ax.plot(list(metrics[key]), list(metrics[key].values()), marker="o", ms=3, label=key)
+    if lr_keys:
+        lr_ax.set_yscale("log")
+    lr_ax.set_title("Learning rate")
+    for ax in (loss_ax, acc_ax, lr_ax):
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="gray", ls="--", lw=1, label=f"best epoch {best_epoch}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def sweep_heatmap(
+    rows: list[dict], x: str = "lr", y: str = "gamma", value: str = "best_val_acc"
+) -> Figure:
+    """`value` over an `x` by `y` grid, one panel per strategy; cells with several jobs
+    (other swept keys, seeds) show their mean, empty cells are jobs that failed or were not run."""
+    strategies = sorted({str(r.get("strategy")) for r in rows})
+    xs = sorted({r[x] for r in rows if r.get(x) is not None})
+    ys = sorted({r[y] for r in rows if r.get(y) is not None})
+    fig = new_figure(1.3 * len(xs) * len(strategies) + 2.5, 0.8 * len(ys) + 2)
+    axes = fig.subplots(1, len(strategies), squeeze=False)[0]
+    for ax, strategy in zip(axes, strategies, strict=True):
+        grid = torch.full((len(ys), len(xs)), float("nan"))
+        for j, yv in enumerate(ys):
+            for i, xv in enumerate(xs):
+                cell = [
+                    r[value]
+                    for r in rows
+                    if str(r.get("strategy")) == strategy and r.get(x) == xv and r.get(y) == yv
+                    and r.get(value) is not None
+                ]  # fmt: skip
+                if cell:
+                    grid[j, i] = sum(cell) / len(cell)
+                    color = "white" if grid[j, i] < 0.4 else "black"  # readable on viridis
+                    ax.text(i, j, f"{grid[j, i]:.3f}", ha="center", va="center", color=color)
+        image = ax.imshow(grid.numpy(), cmap="viridis", vmin=0, vmax=1, origin="lower")
+        ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+        ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(f"{strategy}: {value}")
+    fig.colorbar(image, ax=list(axes), label=value)
+    return fig
+
+
+def strategy_curves(curves: dict[str, dict[str, dict[int, float]]], metric: str = "val/acc"):
+    """One panel per strategy side by side, one `metric` curve per job.
+
+    `curves` maps strategy -> {job label -> {epoch: value}}; panels share the y axis.
+    """
+    strategies = sorted(curves)
+    fig = new_figure(5.5 * len(strategies), 3.8)
+    axes = fig.subplots(1, len(strategies), squeeze=False, sharey=True)[0]
+    for ax, strategy in zip(axes, strategies, strict=True):
+        for label, series in curves[strategy].items():
+            ax.plot(list(series), list(series.values()), marker="o", ms=3, label=label)
+        ax.set_title(f"{strategy}: {metric}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig

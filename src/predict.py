@@ -1,0 +1,146 @@
+"""Label new images: `python -m src.predict ckpt_path=PATH inputs=FILE_OR_DIR_OR_GLOB [top_k=2]`.
+
+Writes one CSV row per input file (the top-k labels with their probabilities, or the
+reason the file could not be read) and prints them. No data folder is needed: the class
+names are stored in the checkpoint.
+"""
+
+import csv
+import glob
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig
+
+from src.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    inputs = cfg.inputs
+    inputs = list(inputs) if isinstance(inputs, ListConfig) else [str(inputs)] if inputs else []
+    try:
+        rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.image_size, cfg.resize_size,
+                       cfg.batch_size)  # fmt: skip
+    except UserError as err:
+        log.error("%s", err)
+        raise SystemExit(2) from None
+    write_csv(rows, Path(cfg.output))
+    for row in rows:
+        print(format_row(row))
+    failed = sum(1 for row in rows if row["error"])
+    print(f"Wrote {cfg.output}: {len(rows) - failed} images labelled, {failed} not readable.")
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files named by each input: a file, every non-hidden file under a folder, or a glob."""
+    files = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files += sorted(
+                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
+            )
+        else:
+            matches = sorted(glob.glob(str(path), recursive=True))
+            if not matches:
+                raise UserError(
+                    f"inputs={item} is not a file or folder and matches no files. Pass an "
+                    "image, a folder of images or a glob such as 'photos/**/*.jpg' (quoted)."
+                )
+            files += [Path(m) for m in matches if Path(m).is_file()]
+    return files
+
+
+def predict(
+    ckpt_path: str,
+    inputs: list[str],
+    top_k: int = 5,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    batch_size: int = 32,
+) -> list[dict]:
+    """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
+    `error` (None, or why the file could not be read as an image)."""
+    from PIL import Image
+
+    from src.data.transforms import val_transform
+    from src.predictions import load_model
+    from src.runs import run_for_checkpoint
+
+    if not ckpt_path or not inputs:
+        raise UserError(
+            "Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train) and "
+            "inputs=FILE_OR_DIR_OR_GLOB (the images to label)."
+        )
+    if top_k < 1:
+        raise UserError(f"top_k must be at least 1, got {top_k}.")
+    files = expand_inputs(inputs)
+    model = load_model(ckpt_path)
+    top_k = min(top_k, len(model.hparams.class_names))
+    run = run_for_checkpoint(ckpt_path)
+    data = run.config.get("data", {}) if run else {}
+    transform = val_transform(
+        image_size or data.get("image_size", 224), resize_size or data.get("resize_size", 256)
+    )
+
+    rows, batch = [], []
+    for path in files:
+        row = {"path": str(path), "labels": [], "probs": [], "error": None}
+        rows.append(row)
+        try:
+            with Image.open(path) as image:
+                batch.append((row, transform(image.convert("RGB"))))
+        except OSError as err:  # PIL's UnidentifiedImageError and truncated files included
+            row["error"] = f"not a readable image ({type(err).__name__}: {err})"
+        if len(batch) == batch_size:
+            label_batch(model, batch, top_k)
+            batch = []
+    if batch:
+        label_batch(model, batch, top_k)
+    return rows
+
+
+def label_batch(model, batch: list[tuple], top_k: int) -> None:
+    """Fill in `labels` and `probs` of each row from the model's top-k softmax outputs."""
+    import torch
+
+    names = model.hparams.class_names
+    with torch.inference_mode():
+        probs = model(torch.stack([image for _, image in batch])).float().softmax(dim=1)
+    values, indices = probs.topk(top_k, dim=1)
+    for (row, _), row_values, row_indices in zip(batch, values, indices, strict=True):
+        row["labels"] = [names[i] for i in row_indices.tolist()]
+        row["probs"] = row_values.tolist()
+
+
+def write_csv(rows: list[dict], output: Path) -> None:
+    """Columns path, label_1, prob_1, ..., label_k, prob_k, error; unreadable files have
+    empty labels and say why in `error`."""
+    k = max((len(row["labels"]) for row in rows), default=0)
+    header = ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "prob")]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([*header, "error"])
+        for row in rows:
+            cells = [v for pair in zip(row["labels"], row["probs"], strict=True) for v in pair]
+            cells = [f"{v:.6f}" if isinstance(v, float) else v for v in cells]
+            cells += [""] * (2 * k - len(cells))
+            writer.writerow([row["path"], *cells, row["error"] or ""])
+
+
+def format_row(row: dict) -> str:
+    if row["error"]:
+        return f"{row['path']}: {row['error']}"
+    top = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["labels"], row["probs"], strict=True))
+    return f"{row['path']}: {top}"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The five figures of a training run, from its directory: what `src.train` saves at the end
+of a run (`figures=true`) and what `notebooks/inspect_run.ipynb` shows.
+
+Prediction figures come from the run's best checkpoint on the validation split, with the
+image sizes of the run's config; `data_dir` replaces the run's data folder if it moved.
+"""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from src import figures
+from src.predictions import Predictions, load_model, predict_dataset, train_images, val_images
+from src.runs import Run
+
+log = logging.getLogger(__name__)
+
+FIGURE_NAMES = (
+    "augmented_batch",
+    "val_predictions",
+    "confusion_matrix",
+    "learning_curves",
+    "top_losses",
+)
+
+
+def run_data(run: Run, data_dir: str | Path | None = None) -> tuple[Path, int, int]:
+    """Data folder, crop size and validation resize size the run trained with."""
+    data = run.config.get("data", {})
+    folder = Path(data_dir or data["data_dir"]).expanduser()
+    return folder, data.get("image_size", 224), data.get("resize_size", 256)
+
+
+def val_predictions(run: Run, data_dir=None, ckpt_path=None) -> tuple[Predictions, object]:
+    """The best checkpoint's predictions over the validation images, and those images."""
+    model = load_model(ckpt_path or run.best_ckpt)
+    folder, image_size, resize_size = run_data(run, data_dir)
+    dataset = val_images(folder, model.hparams.class_names, image_size, resize_size)
+    return predict_dataset(model, dataset), dataset
+
+
+def sample(count: int, n: int, seed: int = 0) -> list[int]:
+    """`n` indices out of `count`, fixed by `seed`, in order (both classes, not the first n)."""
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(count, generator=generator)[:n].tolist())
+
+
+def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0):
+    """`n` training images through the training augmentation, with their labels."""
+    folder, image_size, _ = run_data(run, data_dir)
+    dataset = train_images(folder, run.class_names or [], image_size)
+    with torch.random.fork_rng():  # the random crops and flips, without touching global state
+        torch.manual_seed(seed)
+        items = [dataset[i] for i in sample(len(dataset), n, seed)]
+    images = torch.stack([image for image, _ in items])
+    labels = torch.tensor([label for _, label in items])
+    return figures.augmented_batch(images, labels, dataset.classes)
+
+
+def prediction_figures(predictions: Predictions, dataset, n: int = 16, seed: int = 0) -> dict:
+    """Prediction grid, confusion matrix and top losses of one set of predictions."""
+    shown = sample(len(dataset), n, seed)
+    worst = predictions.losses.argsort(descending=True)[: min(8, len(dataset))].tolist()
+    title = f"Confusion matrix, val ({len(dataset)} images, accuracy {predictions.accuracy:.3f})"
+    return {
+        "val_predictions": figures.prediction_grid(
+            [dataset[i][0] for i in shown], predictions, shown
+        ),
+        "confusion_matrix": figures.confusion_matrix(
+            predictions.confusion_matrix(), predictions.class_names, title
+        ),
+        "top_losses": figures.top_losses([dataset[i][0] for i in worst], predictions, worst),
+    }
+
+
+def run_figures(run_dir: str | Path, data_dir=None) -> dict:
+    """All five figures of a run that its files allow: without metrics.csv there are no
+    curves, without a best checkpoint no prediction figures (a log line says so)."""
+    run = Run(run_dir)
+    made = {}
+    if (run.path / "csv" / "metrics.csv").is_file():
+        made["learning_curves"] = figures.learning_curves(
+            run.metrics(), run.summary.get("best_epoch")
+        )
+    else:
+        log.info("No csv/metrics.csv in %s: no learning curves.", run.path)
+    made["augmented_batch"] = augmented_batch(run, data_dir)
+    if list((run.path / "checkpoints").glob("best-*.ckpt")):
+        made.update(prediction_figures(*val_predictions(run, data_dir)))
+    else:
+        log.info("No best checkpoint in %s: no prediction figures.", run.path)
+    return {name: made[name] for name in FIGURE_NAMES if name in made}
+
+
+def write_run_figures(run_dir, data_dir=None, out_dir=None, dpi: int = 100) -> list[Path]:
+    """Save the run's figures as `<out_dir>/<name>.png` (default `<run_dir>/figures/`)."""
+    out = Path(out_dir or Path(run_dir) / "figures")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in run_figures(run_dir, data_dir).items():
+        paths.append(out / f"{name}.png")
+        fig.savefig(paths[-1], dpi=dpi)
+    return paths

@@ -1,0 +1,68 @@
+"""The run figures: written at the end of training and on demand, and drawing what they say."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from src import figures
+from src.predictions import Predictions
+from src.run_figures import FIGURE_NAMES, write_run_figures
+from src.runs import read_metrics
+from src.train import train
+
+
+def assert_real_picture(path):
+    """A PNG of a sensible size with actual content (not one flat colour)."""
+    image = np.asarray(Image.open(path).convert("L"), dtype=float)
+    assert min(image.shape) >= 200
+    assert image.std() > 10, f"{path.name} is (nearly) blank"
+
+
+def test_on_demand_figures_of_a_run(trained_run, tmp_path):
+    paths = write_run_figures(trained_run, out_dir=tmp_path / "figs")
+    assert [p.name for p in paths] == [f"{name}.png" for name in FIGURE_NAMES]
+    for path in paths:
+        assert_real_picture(path)
+
+
+@pytest.mark.slow
+def test_training_saves_the_figures_in_the_run_directory(fast_config):
+    cfg = fast_config("figures=true", "trainer.max_epochs=1")
+    train(cfg)
+    figures_dir = Path(cfg.paths.output_dir) / "figures"
+    assert sorted(p.stem for p in figures_dir.glob("*.png")) == sorted(FIGURE_NAMES)
+
+
+def test_prediction_grid_marks_wrong_predictions_in_red():
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+    predictions = Predictions(
+        paths=["a", "b", "c"],
+        labels=torch.tensor([0, 1, 1]),  # the third one is wrong
+        probs=probs,
+        losses=-probs[torch.arange(3), torch.tensor([0, 1, 1])].log(),
+        class_names=["ants", "bees"],
+    )
+    fig = figures.prediction_grid([torch.zeros(3, 8, 8)] * 3, predictions, [0, 1, 2])
+    titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes[:3]]
+    assert titles[0] == ("pred ants 0.90\ntrue ants", figures.RIGHT)
+    assert titles[2] == ("pred ants 0.70\ntrue bees", figures.WRONG)
+    assert "1 wrong" in fig.get_suptitle()
+    assert predictions.confusion_matrix().tolist() == [[1, 0], [1, 1]]
+    assert predictions.per_class_accuracy() == {"ants": 1.0, "bees": 0.5}
+
+
+def test_learning_rate_rows_join_the_epoch_they_start(tmp_path):
+    # CSVLogger leaves `epoch` empty on LearningRateMonitor's rows, logged as an epoch starts.
+    path = tmp_path / "metrics.csv"
+    path.write_text(
+        "epoch,lr-SGD,step,train/loss,val/acc\n"
+        ",0.1,0,,\n0,,2,,0.5\n0,,2,0.7,\n"
+        ",0.05,3,,\n1,,5,,0.75\n1,,5,0.4,\n"
+    )
+    metrics = read_metrics(path)
+    assert metrics["lr-SGD"] == {0: 0.1, 1: 0.05}
+    assert metrics["val/acc"] == {0: 0.5, 1: 0.75}
+    assert metrics["train/loss"] == pytest.approx({0: 0.7, 1: 0.4})

@@ -1,0 +1,78 @@
+"""Both notebooks run top to bottom against a small run and a small sweep, and the sweep
+table reads every job of a multirun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from src.runs import curves_by_strategy, load_sweep
+from tests.conftest import FAST, make_image_folder
+from tests.test_train import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
+    """2 strategies x 2 learning rates, 2 epochs each, on generated data (one process)."""
+    root = tmp_path_factory.mktemp("sweep")
+    data = make_image_folder(root / "data")
+    result = subprocess.run(
+        [sys.executable, "-m", "src.train", "-m", *FAST, f"data.data_dir={data}",
+         "strategy=finetune,frozen", "model.optimizer.lr=0.01,0.1", "trainer.max_epochs=2",
+         f"hydra.sweep.dir={root / 'multirun'}"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "multirun"
+
+
+def test_sweep_table_has_one_row_per_job_with_its_settings_and_result(sweep_dir):
+    rows = load_sweep(sweep_dir)
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
+    assert {(r["strategy"], r["lr"]) for r in rows} == {
+        (s, lr) for s in ("finetune", "frozen") for lr in (0.01, 0.1)
+    }
+    assert {r["gamma"] for r in rows} == {0.1}  # not swept: read from each job's config
+    for row in rows:
+        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
+        assert row["best_val_acc"] == summary["best_val_acc"]
+        assert row["model.optimizer.lr"] == str(row["lr"])  # the swept override, as typed
+    curves = curves_by_strategy(rows, "val/acc")
+    assert sorted(curves) == ["finetune", "frozen"]
+    assert all(sorted(series) == [0, 1] for c in curves.values() for series in c.values())
+
+
+def execute(notebook: str, **env: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
+    assert all(not cell.get("outputs") for cell in nb.cells), "commit notebooks without outputs"
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        for key in env:
+            del os.environ[key]
+    return nb
+
+
+def images_shown(nb) -> int:
+    return sum("image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
+
+
+def test_inspect_run_notebook_executes(trained_run):
+    nb = execute("inspect_run.ipynb", RUN_DIR=str(trained_run))
+    assert images_shown(nb) == 5  # curves, inputs, predictions, confusion matrix, top losses
+
+
+def test_compare_sweep_notebook_executes(sweep_dir):
+    nb = execute("compare_sweep.ipynb", SWEEP_DIR=str(sweep_dir))
+    assert images_shown(nb) == 3  # heatmap, val/acc and val/loss side by side
+    table = "".join(out.get("text", "") for out in nb.cells[3].outputs)
+    assert "finetune" in table and "frozen" in table
