@@ -1,0 +1,142 @@
+"""LightningDataModule for an ImageFolder tree with `train/` and `val/` splits.
+
+The class names (and so the number of outputs of the model) come from the sub-folders of
+`train/`; `val/` must hold the same classes.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from src.data.download import download_image_folder
+from src.data.transforms import train_transform, val_transform
+from src.errors import UserError
+
+
+class ImageFolderDataModule(LightningDataModule):
+    """Train/val loaders over `data_dir/{train,val}/<class_name>/*.jpg`.
+
+    Args:
+        data_dir: folder holding `train/` and `val/`. Relative paths are taken from the
+            directory the run was started in.
+        batch_size: images per optimisation step (the tutorial uses 4).
+        num_workers: loader worker processes; `null` means one per CPU core, at most 4.
+        download: fetch `download_url` when `data_dir` does not exist.
+        download_url: a zip holding one top-level folder with `train/` and `val/`.
+        tree_sha256: checksum of the extracted folder (`src.data.download.tree_sha256`),
+            `null` to skip the check.
+        image_size: side of the square crop fed to the network.
+        resize_size: validation images are resized to this shorter side before the crop.
+        pin_memory: pin host memory for faster copies; `null` pins when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        batch_size: int = 4,
+        num_workers: int | None = None,
+        download: bool = False,
+        download_url: str | None = None,
+        tree_sha256: str | None = None,
+        image_size: int = 224,
+        resize_size: int = 256,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if num_workers is not None and num_workers < 0:
+            raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.batch_size = batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.download = download
+        self.download_url = download_url
+        self.tree_sha256 = tree_sha256
+        self.image_size = image_size
+        self.resize_size = resize_size
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.train_set: ImageFolder | None = None
+        self.val_set: ImageFolder | None = None
+
+    def prepare_data(self) -> None:
+        """Download the data once (Lightning calls this on one process per node)."""
+        if self.data_dir.exists():
+            return
+        if not self.download or not self.download_url:
+            raise UserError(
+                f"Data folder not found: {self.data_dir}\n"
+                "Point data.data_dir at a folder with train/ and val/ sub-folders "
+                "(one sub-folder per class), or set data.download=true to fetch the "
+                "tutorial's ants-vs-bees dataset."
+            )
+        download_image_folder(self.data_dir, self.download_url, self.tree_sha256)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set = self._image_folder("train", train_transform(self.image_size))
+        self.val_set = self._image_folder("val", val_transform(self.image_size, self.resize_size))
+        if self.val_set.classes != self.train_set.classes:
+            raise UserError(
+                f"train/ and val/ in {self.data_dir} hold different classes: "
+                f"train has {self.train_set.classes}, val has {self.val_set.classes}. "
+                "Both splits need the same class sub-folders."
+            )
+
+    def _image_folder(self, split: str, transform) -> ImageFolder:
+        if not self.data_dir.is_dir():
+            raise UserError(
+                f"Data folder not found: {self.data_dir} (run prepare_data first, or fix "
+                "data.data_dir)."
+            )
+        split_dir = self.data_dir / split
+        if not split_dir.is_dir():
+            found = sorted(p.name for p in self.data_dir.iterdir())
+            raise UserError(
+                f"Missing split folder {split_dir}. Expected {self.data_dir}/train/<class>/ "
+                f"and {self.data_dir}/val/<class>/ with images; found {found}."
+            )
+        try:
+            return ImageFolder(split_dir, transform=transform)
+        except FileNotFoundError as err:
+            raise UserError(
+                f"No images in {split_dir}: expected one sub-folder per class holding image "
+                f"files (.jpg, .png, ...). ({err})"
+            ) from err
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in label order (sorted folder names), after `setup()`."""
+        if self.train_set is None:
+            self.setup()
+        return list(self.train_set.classes)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+def default_num_workers() -> int:
+    """One loader process per available CPU core, capped at 4 (the tutorial's value)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        cores = os.cpu_count() or 1
+    return min(cores, 4)

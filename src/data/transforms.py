@@ -1,0 +1,38 @@
+"""The tutorial's image transforms: augmentation for training, a fixed centre crop for validation."""
+
+import torch
+from torchvision.transforms import v2
+
+# ImageNet channel statistics; the pretrained backbone expects inputs normalised with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _to_normalized_tensor() -> list:
+    return [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]
+
+
+def train_transform(image_size: int = 224) -> v2.Compose:
+    """RandomResizedCrop + horizontal flip, as in the tutorial."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            *_to_normalized_tensor(),
+        ]
+    )
+
+
+def val_transform(image_size: int = 224, resize_size: int = 256) -> v2.Compose:
+    """Resize the shorter side to `resize_size`, then take the central `image_size` square."""
+    return v2.Compose(
+        [
+            v2.Resize(resize_size, antialias=True),
+            v2.CenterCrop(image_size),
+            *_to_normalized_tensor(),
+        ]
+    )
