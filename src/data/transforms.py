@@ -1,4 +1,4 @@
-"""The tutorial's image transforms: augmentation for training, a fixed centre crop for validation."""
+"""The tutorial's image transforms: augmentation for training, a fixed centre crop for val."""
 
 import torch
 from torchvision.transforms import v2
