@@ -14,6 +14,7 @@ from torchvision.datasets import ImageFolder
 
 from src.data.download import download_image_folder
 from src.data.transforms import train_transform, val_transform
+from src.data.validation import check_split, load_rgb, report_files, require_folder
 from src.errors import UserError
 
 
@@ -32,6 +33,8 @@ class ImageFolderDataModule(LightningDataModule):
         image_size: side of the square crop fed to the network.
         resize_size: validation images are resized to this shorter side before the crop.
         pin_memory: pin host memory for faster copies; `null` pins when CUDA is available.
+        skip_bad_images: train without images that cannot be decoded (listed in
+            `skipped_images`) instead of stopping before training with their names.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class ImageFolderDataModule(LightningDataModule):
         image_size: int = 224,
         resize_size: int = 256,
         pin_memory: bool | None = None,
+        skip_bad_images: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -62,6 +66,9 @@ class ImageFolderDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.train_set: ImageFolder | None = None
         self.val_set: ImageFolder | None = None
+        self.skip_bad_images = skip_bad_images
+        self.skipped_images: list[str] = []
+        self._checks = []
 
     def prepare_data(self) -> None:
         """Download the data once (Lightning calls this on one process per node)."""
@@ -87,8 +94,10 @@ class ImageFolderDataModule(LightningDataModule):
                 f"train has {self.train_set.classes}, val has {self.val_set.classes}. "
                 "Both splits need the same class sub-folders."
             )
+        self.skipped_images = report_files(self._checks, self.skip_bad_images)
 
     def _image_folder(self, split: str, transform) -> ImageFolder:
+        require_folder(self.data_dir)
         if not self.data_dir.is_dir():
             raise UserError(
                 f"Data folder not found: {self.data_dir} (run prepare_data first, or fix "
@@ -101,8 +110,11 @@ class ImageFolderDataModule(LightningDataModule):
                 f"Missing split folder {split_dir}. Expected {self.data_dir}/train/<class>/ "
                 f"and {self.data_dir}/val/<class>/ with images; found {found}."
             )
+        check = check_split(split_dir)
+        self._checks.append(check)
         try:
-            return ImageFolder(split_dir, transform=transform)
+            usable = check.usable.__contains__
+            return ImageFolder(split_dir, transform, loader=load_rgb, is_valid_file=usable)
         except FileNotFoundError as err:
             raise UserError(
                 f"No images in {split_dir}: expected one sub-folder per class holding image "
