@@ -134,7 +134,8 @@ def best_checkpoint_results(trainer, model, datamodule, revalidate: bool = True)
     import torch
 
     checkpoint = trainer.checkpoint_callback
-    if checkpoint is None or not checkpoint.best_model_path:
+    # `callbacks=none` still gets Lightning's default ModelCheckpoint, which has no score.
+    if checkpoint is None or checkpoint.best_model_score is None:
         acc = trainer.callback_metrics.get("val/acc")
         return {
             "best_val_acc": None if acc is None else float(acc),

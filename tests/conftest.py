@@ -73,3 +73,9 @@ def real_data() -> Path:
     if not (path / "train").is_dir():
         pytest.skip(f"${REAL_DATA_ENV}={value} has no train/ folder")
     return path
+
+
+@pytest.fixture(autouse=True)
+def image_check_cache(tmp_path: Path, monkeypatch):
+    """Keep src.data.validation's cache of image verdicts out of the home directory."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
