@@ -61,18 +61,27 @@ def check_split(split_dir: Path) -> SplitCheck:
         )
     check = SplitCheck(split_dir, classes)
     check.ignored += [str(p) for p in split_dir.iterdir() if p.is_file()]
-    candidates = []
+    candidates, empty = [], {}
     for name in classes:
         files = sorted(p for p in (split_dir / name).rglob("*") if p.is_file())
         images = [p for p in files if is_image_name(p)]
         check.ignored += [str(p) for p in files if not is_image_name(p)]
         if not images:
-            others = f" (only {len(files)} other files)" if files else ""
-            raise UserError(
-                f"Class folder {split_dir / name} holds no images{others}. Put .jpg/.png/... "
-                f"files in it or remove it; every class needs images in train/ and val/."
-            )
+            empty[name] = len(files)
         candidates += images
+    if len(empty) == len(classes):
+        raise UserError(
+            f"No images in {split_dir}: its class folders {classes} hold no image files "
+            f"(.jpg, .png, ...). Expected {LAYOUT}."
+        )
+    if empty:
+        name, others = next(iter(empty.items()))
+        raise UserError(
+            f"Class folder {split_dir / name} holds no images"
+            + (f" (only {others} other files)" if others else "")
+            + ". Put .jpg/.png/... files in it or remove it; every class needs images in "
+            "train/ and val/."
+        )
     for path, problem in check_images(candidates).items():
         if problem is None:
             check.usable.add(path)
