@@ -114,7 +114,7 @@ def train(cfg: DictConfig) -> dict:
         log.info(result_line(summary, output_dir))
         if interrupted:
             log.warning(
-                "Interrupted by %s after %d finished epochs; continue with: "
+                "Interrupted by %s after %d finished epoch(s); continue with: "
                 "python -m src.train resume=%s",
                 summary["interrupted_by"], summary["epochs_trained"], output_dir,
             )  # fmt: skip

@@ -94,7 +94,7 @@ def report_files(checks: list[SplitCheck], skip_bad_images: bool) -> list[str]:
     """Log ignored files once; raise on bad images unless skipping them. Return the skipped."""
     ignored = [path for check in checks for path in check.ignored]
     if ignored:
-        log.info("Ignored %d files that are not images: %s", len(ignored), ", ".join(ignored))
+        log.info("Ignored %d file(s) that are not images: %s", len(ignored), ", ".join(ignored))
     bad = {path: why for check in checks for path, why in check.bad.items()}
     if not bad:
         return []
