@@ -34,13 +34,17 @@ def main(cfg: DictConfig) -> float | None:
     job_scope = this_job_on_the_command_line() if multirun else nullcontext()
     try:
         with job_scope:
-            return train(cfg)["best_val_acc"]
+            summary = train(cfg)
     except Exception as err:
         user_error = find_cause(err, UserError)
         if user_error is None or multirun:
             raise  # in a sweep, the launcher marks this job failed and carries on
         log.error("%s", user_error)
         raise SystemExit(2) from None
+    if summary["interrupted"]:
+        # 128 + signal number, as a shell reports a process stopped by that signal.
+        raise SystemExit(143 if summary["interrupted_by"] == "SIGTERM" else 130)
+    return summary["best_val_acc"]
 
 
 def find_cause(err: BaseException, kind: type) -> BaseException | None:
@@ -60,6 +64,7 @@ def train(cfg: DictConfig) -> dict:
     """Fit the model described by `cfg`, then validate the best checkpoint; return the summary."""
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.trainer.states import TrainerStatus
     from lightning.pytorch.utilities import rank_zero_only
 
     # `lightning` adds a console handler of its own on import; Hydra's root handler already
@@ -70,10 +75,15 @@ def train(cfg: DictConfig) -> dict:
     # Raised inside Lightning by a torch pytree change; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
+    from src.checkpoints import load_checkpoint
+    from src.config_checks import check_config
     from src.precision import resolve_precision
+    from src.resume import keep_earlier_metrics, resolve_ckpt_path
 
+    check_config(cfg)
     started = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir, Path(cfg.paths.log_dir))
     # Under DDP every process runs this function; the rank is known from the environment
     # before the Trainer exists.
     if rank_zero_only.rank == 0:
@@ -85,15 +95,25 @@ def train(cfg: DictConfig) -> dict:
     datamodule.setup("fit")
     class_names = datamodule.class_names
     model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
+    checkpoint = None if ckpt_path is None else load_checkpoint(ckpt_path, len(class_names))
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    if checkpoint:
+        keep_earlier_metrics(loggers, checkpoint)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, precision=precision)
 
     fit_started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        # Lightning turns Ctrl-C into sys.exit(1) and SIGTERM into SIGTERMException, after
+        # the current batch; last.ckpt still holds the last finished epoch.
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
     fit_time_s = time.perf_counter() - fit_started
+    interrupted = trainer.state.status == TrainerStatus.INTERRUPTED
 
     summary = {
         "strategy": cfg.strategy.name,
@@ -105,9 +125,12 @@ def train(cfg: DictConfig) -> dict:
         "precision": str(trainer.precision),
         "accelerator": type(trainer.accelerator).__name__,
         "seed": cfg.seed,
-        "interrupted": trainer.interrupted,
+        "interrupted": interrupted,
+        "interrupted_by": interrupted_by(trainer) if interrupted else None,
+        "resumed_from": str(ckpt_path) if ckpt_path else None,
+        "skipped_images": datamodule.skipped_images,
         "fit_time_s": round(fit_time_s, 2),
-        **best_checkpoint_results(trainer, model, datamodule),
+        **best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted),
     }
     summary["wall_time_s"] = round(time.perf_counter() - started, 2)
     if trainer.is_global_zero:
@@ -117,11 +140,25 @@ def train(cfg: DictConfig) -> dict:
 
             log.info("Figures: %s", ", ".join(p.name for p in write_run_figures(output_dir)))
         log.info(result_line(summary, output_dir))
+        if interrupted:
+            log.warning(
+                "Interrupted by %s after %d finished epoch(s); continue with: "
+                "python -m src.train resume=%s",
+                summary["interrupted_by"], summary["epochs_trained"], output_dir,
+            )  # fmt: skip
     return summary
 
 
-def best_checkpoint_results(trainer, model, datamodule) -> dict:
-    """Re-load the best checkpoint, validate it, and say which epoch it came from."""
+def interrupted_by(trainer) -> str:
+    return "SIGTERM" if trainer.received_sigterm else "SIGINT"
+
+
+def best_checkpoint_results(trainer, model, datamodule, revalidate: bool = True) -> dict:
+    """Re-load the best checkpoint, validate it, and say which epoch it came from.
+
+    An interrupted run skips the validation: it should exit quickly, and a second Ctrl-C
+    would find Lightning's handler gone.
+    """
     import torch
 
     checkpoint = trainer.checkpoint_callback
@@ -137,20 +174,23 @@ def best_checkpoint_results(trainer, model, datamodule) -> dict:
     # Read these first: validating restores the callback's state as it was at the best epoch.
     best_ckpt, best_val_acc = checkpoint.best_model_path, float(checkpoint.best_model_score)
     last_ckpt = checkpoint.last_model_path or None
-    # Keep this extra validation out of metrics.csv, which holds one row set per epoch.
-    loggers, trainer.loggers = trainer.loggers, []
-    (metrics,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False)
-    trainer.loggers = loggers
     saved = torch.load(best_ckpt, map_location="cpu", weights_only=True)
-    return {
+    results = {
         "best_val_acc": best_val_acc,
         # 0-based, like the `epoch` column of metrics.csv
         "best_epoch": saved["epoch"],
         "best_ckpt": best_ckpt,
         "last_ckpt": last_ckpt,
-        "best_ckpt_val_acc": metrics["val/acc"],
-        "best_ckpt_val_loss": metrics["val/loss"],
     }
+    if not revalidate:
+        return results
+    # Keep this extra validation out of metrics.csv, which holds one row set per epoch.
+    loggers, trainer.loggers = trainer.loggers, []
+    (metrics,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False)
+    trainer.loggers = loggers
+    results["best_ckpt_val_acc"] = metrics["val/acc"]
+    results["best_ckpt_val_loss"] = metrics["val/loss"]
+    return results
 
 
 def result_line(summary: dict, output_dir: Path) -> str:
@@ -165,4 +205,6 @@ def result_line(summary: dict, output_dir: Path) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from src.resume import main_with_resume
+
+    main_with_resume(main)

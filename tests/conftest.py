@@ -88,3 +88,9 @@ def trained_run(tmp_path_factory) -> Path:
     overrides = [f"data.data_dir={data}", f"paths.output_dir={run_dir}", "trainer.max_epochs=3"]
     train(compose_train_config([*FAST, *overrides, "trainer.precision=32-true"]))
     return run_dir
+
+
+@pytest.fixture(autouse=True)
+def image_check_cache(tmp_path: Path, monkeypatch):
+    """Keep src.data.validation's cache of image verdicts out of the home directory."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

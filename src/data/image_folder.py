@@ -18,6 +18,7 @@ from src.data.download import download_image_folder
 from src.data.feature_cache import extract_features
 from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
 from src.data.transforms import train_transform, val_transform
+from src.data.validation import check_split, load_rgb, report_files, require_folder
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,8 @@ class ImageFolderDataModule(LightningDataModule):
         cache_features: for a frozen backbone only: switch off train augmentation and
             compute the backbone's features once, so epochs train the head alone (see
             `src.data.feature_cache`).
+        skip_bad_images: train without images that cannot be decoded (listed in
+            `skipped_images`) instead of stopping before training with their names.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class ImageFolderDataModule(LightningDataModule):
         cache_images: bool = False,
         cache_max_gb: float = 4.0,
         cache_features: bool = False,
+        skip_bad_images: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -81,6 +85,9 @@ class ImageFolderDataModule(LightningDataModule):
         self.train_set: ImageFolder | DecodedImageCache | None = None
         self.val_set: ImageFolder | DecodedImageCache | None = None
         self._feature_sets: dict[str, torch.utils.data.TensorDataset] = {}
+        self.skip_bad_images = skip_bad_images
+        self.skipped_images: list[str] = []
+        self._checks = []
 
     def prepare_data(self) -> None:
         """Download the data once (Lightning calls this on one process per node)."""
@@ -109,6 +116,7 @@ class ImageFolderDataModule(LightningDataModule):
                 f"train has {train_set.classes}, val has {val_set.classes}. "
                 "Both splits need the same class sub-folders."
             )
+        self.skipped_images = report_files(self._checks, self.skip_bad_images)
         if self.cache_images:
             train_set, val_set = self._decoded(train_set), self._decoded(val_set)
         self.train_set, self.val_set = train_set, val_set
@@ -127,6 +135,7 @@ class ImageFolderDataModule(LightningDataModule):
         return DecodedImageCache(folder, size=self.resize_size)
 
     def _image_folder(self, split: str, transform) -> ImageFolder:
+        require_folder(self.data_dir)
         if not self.data_dir.is_dir():
             raise UserError(
                 f"Data folder not found: {self.data_dir} (run prepare_data first, or fix "
@@ -139,8 +148,11 @@ class ImageFolderDataModule(LightningDataModule):
                 f"Missing split folder {split_dir}. Expected {self.data_dir}/train/<class>/ "
                 f"and {self.data_dir}/val/<class>/ with images; found {found}."
             )
+        check = check_split(split_dir)
+        self._checks.append(check)
         try:
-            return ImageFolder(split_dir, transform=transform)
+            usable = check.usable.__contains__
+            return ImageFolder(split_dir, transform, loader=load_rgb, is_valid_file=usable)
         except FileNotFoundError as err:
             raise UserError(
                 f"No images in {split_dir}: expected one sub-folder per class holding image "

@@ -1,0 +1,53 @@
+"""Reject configuration values that cannot work, before any data is loaded or model built.
+
+Each check names the key to fix; the values a sweep may explore are left alone.
+"""
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.errors import UserError
+
+STRATEGIES = ("finetune", "frozen")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise a `UserError` naming the first config key whose value cannot work."""
+    require(cfg, "data.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
+    require(cfg, "data.num_workers", lambda v: v is None or v >= 0, "null or an integer >= 0")
+    require(cfg, "model.optimizer.lr", lambda v: v > 0, "a number > 0")
+    require(cfg, "model.optimizer.momentum", lambda v: v >= 0, "a number >= 0")
+    require(cfg, "model.scheduler.step_size", lambda v: v >= 1, "an integer >= 1 (epochs)")
+    require(cfg, "model.scheduler.gamma", lambda v: 0 < v <= 1, "a number in (0, 1]")
+    require(cfg, "trainer.max_epochs", lambda v: v is None or v >= -1, "an integer (-1 = no limit)")
+    require(cfg, "strategy.name", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
+    check_weights_name(OmegaConf.select(cfg, "model.weights"))
+
+
+def require(cfg: DictConfig, key: str, ok, expected: str) -> None:
+    """Check `key` when the config has it (a swapped optimizer may have no `momentum`)."""
+    missing = object()
+    value = OmegaConf.select(cfg, key, default=missing)
+    if value is missing:
+        return
+    try:
+        valid = not isinstance(value, bool) and ok(value)
+    except TypeError:
+        valid = False
+    if not valid:
+        raise UserError(f"Invalid {key}={value!r}: it must be {expected}.")
+
+
+def check_weights_name(weights: str | None) -> None:
+    """A weights value that is not a path must be one of torchvision's ResNet18 names."""
+    from torchvision.models import ResNet18_Weights
+
+    from src.models.resnet import _looks_like_path
+
+    if weights is None or _looks_like_path(str(weights)):
+        return
+    if weights not in ResNet18_Weights.__members__:
+        names = ", ".join(ResNet18_Weights.__members__)
+        raise UserError(
+            f"Invalid model.weights={weights!r}: use one of {names}, a path to a .pth "
+            "state-dict file, or null for random initialisation."
+        )
