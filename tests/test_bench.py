@@ -27,6 +27,7 @@ def test_benchmark_reports_both_loops_for_each_strategy(image_folder, tmp_path):
     for tutorial, template in (rows[0:2], rows[2:4]):
         assert tutorial["wall_ratio_vs_tutorial"] is None
         expected = template["wall_time_s"] / tutorial["wall_time_s"]
-        assert template["wall_ratio_vs_tutorial"] == pytest.approx(expected, abs=0.01)
+        # Rows round times to 0.01 s; these runs take about a second.
+        assert template["wall_ratio_vs_tutorial"] == pytest.approx(expected, rel=0.02)
         assert 0.0 <= template["best_val_acc"] <= 1.0
     assert "| frozen | template |" in (out / "bench.md").read_text()

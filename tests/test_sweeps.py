@@ -71,7 +71,7 @@ def test_a_failing_job_is_listed_as_failed_and_the_others_are_kept(tmp_path):
     assert (Path(completed["run_dir"]) / "summary.json").is_file()
     assert 0.0 <= float(completed["best_val_acc"]) <= 1.0
     assert failed["best_val_acc"] == ""
-    assert "data.batch_size must be at least 1" in failed["error"]
+    assert "data.batch_size=0" in failed["error"]
     assert "2 jobs: 1 completed, 1 failed." in (sweep_dir / "sweep_summary.md").read_text()
 
 

@@ -150,9 +150,10 @@ def test_run_without_callbacks_still_reports_the_best_accuracy(fast_config):
 
 
 def test_cli_reports_a_bad_constructor_argument_without_a_traceback(image_folder, tmp_path):
-    result = run_cli(*FAST, f"data.data_dir={image_folder}", "data.batch_size=0",
+    # Raised in the model's constructor, which hydra.utils.instantiate wraps.
+    result = run_cli(*FAST, f"data.data_dir={image_folder}", f"model.weights={tmp_path}/no.pth",
                      f"hydra.run.dir={tmp_path}/run")  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 2
-    assert "data.batch_size must be at least 1, got 0" in output
+    assert f"model.weights file not found: {tmp_path}/no.pth" in output
     assert "Traceback" not in output

@@ -47,8 +47,8 @@ def row(strategy: str, loop: str, result: dict, reference: dict | None) -> dict:
     return {
         "strategy": strategy,
         "loop": loop,
-        "wall_time_s": round(result["wall_time_s"], 1),
-        "fit_time_s": round(result["fit_time_s"], 1),
+        "wall_time_s": round(result["wall_time_s"], 2),
+        "fit_time_s": round(result["fit_time_s"], 2),
         "train_images_per_s": round(images_per_s, 1),
         "best_val_acc": round(result["best_val_acc"], 4),
         "wall_ratio_vs_tutorial": None if ratio is None else round(ratio, 3),
