@@ -19,9 +19,9 @@ from pathlib import Path
 TEMPLATE_EXTRA = {"finetune": [], "frozen": ["data.cache_features=true"]}
 
 
-def run_tutorial(args, strategy: str, out: Path) -> dict:
+def run_tutorial(args, strategy: str, seed: int, out: Path) -> dict:
     command = [sys.executable, "-m", "src.bench.tutorial_loop", "--data-dir", args.data_dir,
-               "--strategy", strategy, "--epochs", str(args.epochs), "--seed", str(args.seed),
+               "--strategy", strategy, "--epochs", str(args.epochs), "--seed", str(seed),
                "--out", str(out)]  # fmt: skip
     if args.weights != "null":
         command += ["--weights", args.weights]
@@ -29,10 +29,10 @@ def run_tutorial(args, strategy: str, out: Path) -> dict:
     return json.loads(out.read_text())
 
 
-def run_template(args, strategy: str, run_dir: Path) -> dict:
+def run_template(args, strategy: str, seed: int, run_dir: Path) -> dict:
     command = [sys.executable, "-m", "src.train", f"strategy={strategy}",
                f"data.data_dir={Path(args.data_dir).resolve()}", f"model.weights={args.weights}",
-               f"trainer.max_epochs={args.epochs}", f"seed={args.seed}",
+               f"trainer.max_epochs={args.epochs}", f"seed={seed}",
                "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
                f"hydra.run.dir={run_dir}", *TEMPLATE_EXTRA[strategy],
                *args.template_args]  # fmt: skip
@@ -41,11 +41,12 @@ def run_template(args, strategy: str, run_dir: Path) -> dict:
     return {**summary, "epochs": summary["epochs_trained"]}
 
 
-def row(strategy: str, loop: str, result: dict, reference: dict | None) -> dict:
+def row(strategy: str, seed: int, loop: str, result: dict, reference: dict | None) -> dict:
     images_per_s = result["train_size"] * result["epochs"] / result["fit_time_s"]
     ratio = None if reference is None else result["wall_time_s"] / reference["wall_time_s"]
     return {
         "strategy": strategy,
+        "seed": seed,
         "loop": loop,
         "wall_time_s": round(result["wall_time_s"], 2),
         "fit_time_s": round(result["fit_time_s"], 2),
@@ -57,13 +58,13 @@ def row(strategy: str, loop: str, result: dict, reference: dict | None) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| strategy | loop | wall s | fit s | train img/s | best val acc | wall ratio |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| strategy | seed | loop | wall s | fit s | train img/s | best val acc | wall ratio |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         ratio = "" if r["wall_ratio_vs_tutorial"] is None else f"{r['wall_ratio_vs_tutorial']:.2f}"
         lines.append(
-            f"| {r['strategy']} | {r['loop']} | {r['wall_time_s']:.1f} | {r['fit_time_s']:.1f} "
+            f"| {r['strategy']} | {r['seed']} | {r['loop']} | {r['wall_time_s']:.1f} | {r['fit_time_s']:.1f} "
             f"| {r['train_images_per_s']:.1f} | {r['best_val_acc']:.4f} | {ratio} |"
         )
     return "\n".join(lines)
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data/hymenoptera_data")
     parser.add_argument("--weights", default="null", help="IMAGENET1K_V1, or null (random)")
     parser.add_argument("--epochs", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="one pair per seed")
     parser.add_argument("--strategies", nargs="+", default=["finetune", "frozen"])
     parser.add_argument("--out-dir", default=f"logs/bench/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     parser.add_argument("template_args", nargs="*", help="extra overrides for src.train")
@@ -86,14 +87,16 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for strategy in args.strategies:
-        print(f"[bench] {strategy}: tutorial loop ...", flush=True)
-        tutorial = run_tutorial(args, strategy, out_dir / f"tutorial_{strategy}.json")
-        print(f"[bench] {strategy}: template ...", flush=True)
-        template = run_template(args, strategy, out_dir / f"template_{strategy}")
-        rows += [
-            row(strategy, "tutorial", tutorial, None),
-            row(strategy, "template", template, tutorial),
-        ]
+        for seed in args.seeds:
+            name = f"{strategy}_seed{seed}"
+            print(f"[bench] {strategy}, seed {seed}: tutorial loop ...", flush=True)
+            tutorial = run_tutorial(args, strategy, seed, out_dir / f"tutorial_{name}.json")
+            print(f"[bench] {strategy}, seed {seed}: template ...", flush=True)
+            template = run_template(args, strategy, seed, out_dir / f"template_{name}")
+            rows += [
+                row(strategy, seed, "tutorial", tutorial, None),
+                row(strategy, seed, "template", template, tutorial),
+            ]
 
     machine = f"{platform.processor() or platform.machine()}, {platform.system()}"
     report = {"machine": machine, "args": vars(args), "rows": rows}

