@@ -24,8 +24,11 @@ test-fast: install
 # The tutorial's loop against the template, same data/seed/epochs: make bench DATA=path/to/hymenoptera_data
 DATA ?= data/hymenoptera_data
 WEIGHTS ?= null
+EPOCHS ?= 25
+SEEDS ?= 42
 bench: install
-	$(PYTHON) -m src.bench.compare_tutorial --data-dir $(DATA) --weights $(WEIGHTS)
+	$(PYTHON) -m src.bench.compare_tutorial --data-dir $(DATA) --weights $(WEIGHTS) \
+		--epochs $(EPOCHS) --seeds $(SEEDS)
 
 lint: install
 	$(PYTHON) -m ruff check .

@@ -30,4 +30,4 @@ def test_benchmark_reports_both_loops_for_each_strategy(image_folder, tmp_path):
         # Rows round times to 0.01 s; these runs take about a second.
         assert template["wall_ratio_vs_tutorial"] == pytest.approx(expected, rel=0.02)
         assert 0.0 <= template["best_val_acc"] <= 1.0
-    assert "| frozen | template |" in (out / "bench.md").read_text()
+    assert "| frozen | 42 | template |" in (out / "bench.md").read_text()

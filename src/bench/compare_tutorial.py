@@ -64,8 +64,9 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         ratio = "" if r["wall_ratio_vs_tutorial"] is None else f"{r['wall_ratio_vs_tutorial']:.2f}"
         lines.append(
-            f"| {r['strategy']} | {r['seed']} | {r['loop']} | {r['wall_time_s']:.1f} | {r['fit_time_s']:.1f} "
-            f"| {r['train_images_per_s']:.1f} | {r['best_val_acc']:.4f} | {ratio} |"
+            f"| {r['strategy']} | {r['seed']} | {r['loop']} | {r['wall_time_s']:.1f} "
+            f"| {r['fit_time_s']:.1f} | {r['train_images_per_s']:.1f} "
+            f"| {r['best_val_acc']:.4f} | {ratio} |"
         )
     return "\n".join(lines)
 
