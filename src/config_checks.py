@@ -41,9 +41,9 @@ def check_weights_name(weights: str | None) -> None:
     """A weights value that is not a path must be one of torchvision's ResNet18 names."""
     from torchvision.models import ResNet18_Weights
 
-    from src.models.resnet import _looks_like_path
+    from src.models.resnet import looks_like_path
 
-    if weights is None or _looks_like_path(str(weights)):
+    if weights is None or looks_like_path(str(weights)):
         return
     if weights not in ResNet18_Weights.__members__:
         names = ", ".join(ResNet18_Weights.__members__)

@@ -11,23 +11,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.errors import UserError
+from src.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_user_error(log):
         results = evaluate(
             ckpt_path=cfg.ckpt_path,
             run_dir=cfg.run_dir,
             split=cfg.split,
             **cfg.data,
         )
-    except UserError as err:
-        log.error("%s", err)
-        raise SystemExit(2) from None
     where = Path(results["run_dir"] or Path(results["ckpt_path"]).parent)
     output = Path(cfg.output or where / "eval.json")
     output.write_text(json.dumps(results, indent=2) + "\n")

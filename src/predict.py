@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, ListConfig
 
-from src.errors import UserError
+from src.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,9 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     inputs = cfg.inputs
     inputs = list(inputs) if isinstance(inputs, ListConfig) else [str(inputs)] if inputs else []
-    try:
+    with exit_on_user_error(log):
         rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.image_size, cfg.resize_size,
                        cfg.batch_size)  # fmt: skip
-    except UserError as err:
-        log.error("%s", err)
-        raise SystemExit(2) from None
     write_csv(rows, Path(cfg.output))
     for row in rows:
         print(format_row(row))

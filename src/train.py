@@ -27,37 +27,18 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the best validation accuracy (the value sweeps optimise)."""
     from src.ddp_relaunch import this_job_on_the_command_line
-    from src.errors import UserError
+    from src.errors import exit_on_user_error
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     # In a sweep, DDP's extra processes must re-run this job, not the whole sweep.
     job_scope = this_job_on_the_command_line() if multirun else nullcontext()
-    try:
-        with job_scope:
-            summary = train(cfg)
-    except Exception as err:
-        user_error = find_cause(err, UserError)
-        if user_error is None or multirun:
-            raise  # in a sweep, the launcher marks this job failed and carries on
-        log.error("%s", user_error)
-        raise SystemExit(2) from None
+    # In a sweep, errors propagate: the launcher marks this job failed and carries on.
+    with exit_on_user_error(log, enabled=not multirun), job_scope:
+        summary = train(cfg)
     if summary["interrupted"]:
         # 128 + signal number, as a shell reports a process stopped by that signal.
         raise SystemExit(143 if summary["interrupted_by"] == "SIGTERM" else 130)
     return summary["best_val_acc"]
-
-
-def find_cause(err: BaseException, kind: type) -> BaseException | None:
-    """`err` or the exception it was raised from, if of `kind`.
-
-    hydra.utils.instantiate wraps errors raised in constructors (a bad `data.batch_size`)
-    in an InstantiationException; the user needs the original message.
-    """
-    while err is not None:
-        if isinstance(err, kind):
-            return err
-        err = err.__cause__
-    return None
 
 
 def train(cfg: DictConfig) -> dict:

@@ -26,7 +26,7 @@ def build_resnet18(weights: str | None) -> nn.Module:
     net = resnet18(weights=None)
     if weights is None:
         return net
-    if _looks_like_path(weights):
+    if looks_like_path(weights):
         net.load_state_dict(_load_local_state_dict(Path(weights)), strict=False)
         return net
     try:
@@ -48,7 +48,7 @@ def build_resnet18(weights: str | None) -> nn.Module:
     return net
 
 
-def _looks_like_path(weights: str) -> bool:
+def looks_like_path(weights: str) -> bool:
     return "/" in weights or "\\" in weights or weights.endswith((".pth", ".pt", ".ckpt"))
 
 
