@@ -13,27 +13,25 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from src.checkpoints import load_checkpoint
 from src.data.transforms import train_transform, val_transform
 from src.errors import UserError
 from src.models.transfer import TransferLearningModel
 
 
 def load_model(ckpt_path: str | Path, device: str = "cpu") -> TransferLearningModel:
-    """The model of a checkpoint, in eval mode, without fetching its ImageNet weights."""
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise UserError(f"Checkpoint not found: {path}. Fix ckpt_path.")
-    try:
-        model = TransferLearningModel.load_from_checkpoint(
-            path, weights=None, map_location=device, weights_only=True
-        )
-    except Exception as err:
-        raise UserError(
-            f"{path} is not a checkpoint of src.train's TransferLearningModel ({err})."
-        ) from err
-    if not model.hparams.get("class_names"):
-        raise UserError(f"Checkpoint {path} holds no class_names; it cannot name its labels.")
-    return model.eval()
+    """The model of a checkpoint, in eval mode, without fetching its ImageNet weights.
+
+    The file is read once, through `load_checkpoint`'s checks (missing, truncated, another
+    model); the model is rebuilt from the hyper-parameters saved beside its weights.
+    """
+    checkpoint = load_checkpoint(ckpt_path)
+    hparams = dict(checkpoint.get("hyper_parameters") or {})
+    if not hparams.get("class_names"):
+        raise UserError(f"Checkpoint {ckpt_path} holds no class_names; it cannot name its labels.")
+    model = TransferLearningModel(**{**hparams, "weights": None})
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval()
 
 
 @dataclass
