@@ -40,10 +40,16 @@ def evaluate(
     resize_size: int | None = None,
     batch_size: int = 32,
     split: str = "val",
+    skip_bad_images: bool = False,
 ) -> dict:
-    """Results of the checkpoint (or the run's best one) on `data_dir/split`."""
-    from src.predictions import image_folder, load_model, predict_dataset
-    from src.runs import Run, run_for_checkpoint
+    """Results of the checkpoint (or the run's best one) on `data_dir/split`.
+
+    The split is checked and read as training reads it: undecodable images stop the
+    evaluation with their names, unless `skip_bad_images` (then they are counted).
+    """
+    from src.inspection.predictions import labelled_images, predict_dataset
+    from src.models.checkpoint import load_model
+    from src.runs.run_dir import Run, run_for_checkpoint
 
     if not ckpt_path and not run_dir:
         raise UserError("Nothing to evaluate: pass ckpt_path=PATH/TO/x.ckpt or run_dir=DIR.")
@@ -63,7 +69,8 @@ def evaluate(
 
     model = load_model(ckpt)
     names = list(model.hparams.class_names)
-    dataset = image_folder(data_dir, split, names, val_transform(image_size, resize_size))
+    transform = val_transform(image_size, resize_size)
+    dataset, skipped = labelled_images(data_dir, split, names, transform, skip_bad_images)
     predictions = predict_dataset(model, dataset, batch_size)
     counts = predictions.confusion_matrix().sum(dim=1).tolist()
     return {
@@ -72,6 +79,7 @@ def evaluate(
         "data_dir": str(data_dir),
         "split": split,
         "num_images": len(dataset),
+        "skipped_images": skipped,
         "class_names": names,
         "loss": predictions.loss,
         "acc": predictions.accuracy,
@@ -88,9 +96,11 @@ def format_results(results: dict) -> str:
     names = results["class_names"]
     width = max(len(n) for n in [*names, "class"])
     split = results["split"]
+    skipped = len(results["skipped_images"])
+    skipped = f", {skipped} unreadable skipped" if skipped else ""
     lines = [
         f"checkpoint {results['ckpt_path']}",
-        f"data       {Path(results['data_dir']) / split} ({results['num_images']} images)",
+        f"data       {Path(results['data_dir']) / split} ({results['num_images']} images{skipped})",
         f"{split}/loss {results['loss']:.4f}   {split}/acc {results['acc']:.4f}",
         "",
         f"{'class':<{width}}  images  accuracy",

@@ -64,11 +64,10 @@ def predict(
 ) -> list[dict]:
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
     `error` (None, or why the file could not be read as an image)."""
-    from PIL import Image
-
+    from src.data.images import load_rgb
     from src.data.transforms import val_transform
-    from src.predictions import load_model
-    from src.runs import run_for_checkpoint
+    from src.models.checkpoint import load_model
+    from src.runs.run_dir import run_for_checkpoint
 
     if not ckpt_path or not inputs:
         raise UserError(
@@ -91,9 +90,9 @@ def predict(
         row = {"path": str(path), "labels": [], "probs": [], "error": None}
         rows.append(row)
         try:
-            with Image.open(path) as image:
-                batch.append((row, transform(image.convert("RGB"))))
-        except OSError as err:  # PIL's UnidentifiedImageError and truncated files included
+            # The same reader as training: 16-bit, palette and CMYK images get the same pixels.
+            batch.append((row, transform(load_rgb(path))))
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError too
             row["error"] = f"not a readable image ({type(err).__name__}: {err})"
         if len(batch) == batch_size:
             label_batch(model, batch, top_k)

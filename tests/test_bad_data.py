@@ -1,6 +1,5 @@
 """Bad data gets a clear error before training, or a counted skip; odd image formats just work."""
 
-import io
 import json
 import logging
 import shutil
@@ -13,25 +12,15 @@ from PIL import Image
 
 from src.data import validation
 from src.data.image_folder import ImageFolderDataModule
+from src.data.images import load_rgb
 from src.errors import UserError
 from src.train import train
-from tests.conftest import make_image_folder
+from tests.helpers.data import datamodule as make_datamodule
+from tests.helpers.images import make_image_folder, odd_images, write_truncated_jpeg
 
 
 def datamodule(data_dir, **kwargs) -> ImageFolderDataModule:
-    dm = ImageFolderDataModule(data_dir, num_workers=0, image_size=32, resize_size=36, **kwargs)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
-
-
-def write_truncated_jpeg(path: Path) -> None:
-    """A real JPEG (noise, so the data is large) with its last 40% cut off."""
-    noise = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(noise).save(buffer, "JPEG", quality=95)
-    data = buffer.getvalue()
-    path.write_bytes(data[: int(len(data) * 0.6)])
+    return make_datamodule(data_dir, image_size=32, resize_size=36, **kwargs)
 
 
 def test_truncated_jpeg_stops_before_training_naming_the_file(image_folder):
@@ -50,29 +39,10 @@ def test_skipped_bad_images_are_counted_and_listed_in_the_summary(fast_config, i
     write_truncated_jpeg(broken)
     cfg = fast_config("data.skip_bad_images=true", "trainer.max_epochs=1", "callbacks=none")
     summary = train(cfg)
-    assert summary["skipped_images"] == [str(broken)]
-    assert summary["train_size"] == 12  # the 12 good ones
+    assert summary.skipped_images == [str(broken)]
+    assert summary.train_size == 12  # the 12 good ones
     saved = json.loads((Path(cfg.paths.output_dir) / "summary.json").read_text())
     assert saved["skipped_images"] == [str(broken)]
-
-
-def odd_images() -> dict[str, Image.Image]:
-    """One image per mode and format a photo folder can hold."""
-    gradient = Image.linear_gradient("L").resize((40, 30))
-    palette = gradient.convert("RGB").convert("P", palette=Image.Palette.ADAPTIVE)
-    palette.info["transparency"] = 0
-    sixteen_bit = Image.fromarray((np.asarray(gradient, dtype=np.uint16) * 257).astype(np.uint16))
-    return {
-        "grey.jpg": gradient,
-        "rgba.png": gradient.convert("RGBA"),
-        "palette.png": palette,
-        "cmyk.jpg": Image.new("CMYK", (40, 30), (0, 255, 0, 0)),
-        "sixteen_bit.png": sixteen_bit,
-        "photo.webp": gradient.convert("RGB"),
-        "photo.bmp": gradient.convert("RGB"),
-        "tiny.png": Image.new("RGB", (1, 1), (9, 9, 9)),
-        "large.jpg": Image.new("RGB", (4000, 3000), (50, 90, 130)),
-    }
 
 
 def test_unusual_modes_and_formats_load_as_rgb_and_train(fast_config, image_folder):
@@ -80,16 +50,16 @@ def test_unusual_modes_and_formats_load_as_rgb_and_train(fast_config, image_fold
         img.save(image_folder / "train" / "ants" / name)
     cfg = fast_config("trainer.max_epochs=1", "callbacks=none", "data.batch_size=7")
     summary = train(cfg)
-    assert summary["train_size"] == 12 + len(odd_images())
-    assert summary["skipped_images"] == []
+    assert summary.train_size == 12 + len(odd_images())
+    assert summary.skipped_images == []
 
     folder = image_folder / "train" / "ants"
     for name in odd_images():
-        assert validation.load_rgb(str(folder / name)).mode == "RGB", name
-    red, green, blue = validation.load_rgb(str(folder / "cmyk.jpg")).getpixel((0, 0))
+        assert load_rgb(str(folder / name)).mode == "RGB", name
+    red, green, blue = load_rgb(str(folder / "cmyk.jpg")).getpixel((0, 0))
     assert red > 200 and green < 60 and blue > 200  # full magenta ink reads as magenta
     # 16-bit samples are scaled to 8 bits, not clipped: the gradient is still a gradient.
-    sixteen = np.asarray(validation.load_rgb(str(folder / "sixteen_bit.png")))
+    sixteen = np.asarray(load_rgb(str(folder / "sixteen_bit.png")))
     assert sixteen[0, 0, 0] < 10 and sixteen[-1, 0, 0] > 245
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.test_train import ROOT
+from tests.helpers.config import ROOT
 
 pytestmark = pytest.mark.slow
 

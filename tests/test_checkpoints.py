@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.checkpoints import AtomicCheckpointIO, load_checkpoint
 from src.errors import UserError
+from src.models.checkpoint import load_checkpoint
 from src.train import train
+from src.training.checkpoints import AtomicCheckpointIO
 
 
 class ExplodesWhenPickled:
@@ -27,9 +28,10 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def ckpt_run(tmp_path_factory):
     """One 3-epoch run on generated data; its checkpoints are reused by the tests below."""
-    from tests.conftest import FAST, compose_train_config, make_image_folder
+    from tests.helpers.config import FAST, compose_train_config
+    from tests.helpers.images import make_image_folder
 
     root = tmp_path_factory.mktemp("ckpt")
     data = make_image_folder(root / "data")
@@ -43,10 +45,10 @@ def trained_run(tmp_path_factory):
         return cfg, train(cfg)
 
 
-def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(trained_run):
-    _, summary = trained_run
-    assert summary["best_epoch"] < 2  # the case where Lightning 2.6 kept the best epoch's copy
-    assert torch.load(summary["last_ckpt"], weights_only=True)["epoch"] == 2
+def test_last_checkpoint_is_the_last_epoch_even_when_it_is_not_the_best(ckpt_run):
+    _, summary = ckpt_run
+    assert summary.best_epoch < 2  # the case where Lightning 2.6 kept the best epoch's copy
+    assert torch.load(summary.last_ckpt, weights_only=True)["epoch"] == 2
 
 
 def test_missing_checkpoint_is_named(tmp_path):
@@ -54,9 +56,9 @@ def test_missing_checkpoint_is_named(tmp_path):
         load_checkpoint(tmp_path / "nope.ckpt")
 
 
-def test_truncated_checkpoint_is_reported(trained_run, tmp_path):
-    _, summary = trained_run
-    data = Path(summary["last_ckpt"]).read_bytes()
+def test_truncated_checkpoint_is_reported(ckpt_run, tmp_path):
+    _, summary = ckpt_run
+    data = Path(summary.last_ckpt).read_bytes()
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match=r"cut\.ckpt cannot be read: it is truncated"):
@@ -86,19 +88,19 @@ class ExplodesWhenLoaded:
         return (os.system, ("echo should never run",))
 
 
-def test_training_rejects_a_checkpoint_for_other_classes(trained_run, tmp_path):
-    cfg, summary = trained_run
-    from tests.conftest import make_image_folder
+def test_training_rejects_a_checkpoint_for_other_classes(ckpt_run, tmp_path):
+    cfg, summary = ckpt_run
+    from tests.helpers.images import make_image_folder
 
     three = make_image_folder(tmp_path / "three", classes=("a", "b", "c"))
     cfg.data.data_dir, cfg.paths.output_dir = str(three), str(tmp_path)
-    cfg.ckpt_path = summary["last_ckpt"]
+    cfg.ckpt_path = summary.last_ckpt
     with pytest.raises(UserError, match=r"predicts 2 classes \['ants', 'bees'\].*has 3"):
         train(cfg)
 
 
-def test_ckpt_path_last_without_a_checkpoint_points_to_resume(trained_run, tmp_path):
-    cfg, _ = trained_run
+def test_ckpt_path_last_without_a_checkpoint_points_to_resume(ckpt_run, tmp_path):
+    cfg, _ = ckpt_run
     cfg.paths.output_dir, cfg.ckpt_path = str(tmp_path / "fresh"), "last"
     (tmp_path / "fresh").mkdir()
     with pytest.raises(UserError, match=r"has no checkpoints/last\.ckpt.*resume="):

@@ -4,7 +4,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, compose_train_config
+from tests.helpers.config import CONF_DIR, compose_train_config
 
 GROUPS = [
     "data", "model", "strategy", "trainer", "callbacks", "logger", "experiment", "debug",

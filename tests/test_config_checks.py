@@ -4,7 +4,7 @@ import pytest
 
 from src.errors import UserError
 from src.train import train
-from tests.conftest import FAST, compose_train_config
+from tests.helpers.config import FAST, compose_train_config
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def test_invalid_value_is_rejected_before_the_data_is_read(tmp_path, override, k
 
 
 def test_valid_edge_values_pass(tmp_path):
-    from src.config_checks import check_config
+    from src.training.config_checks import check_config
 
     check_config(compose_train_config(["model.scheduler.gamma=1", "model.weights=null"]))
     check_config(compose_train_config(["model.weights=/some/file.pth", "data.batch_size=1"]))

@@ -3,16 +3,9 @@
 import pytest
 import torch
 
-from src.data.image_folder import ImageFolderDataModule
 from src.errors import UserError
-from tests.conftest import make_image_folder
-
-
-def datamodule(data_dir, **kwargs) -> ImageFolderDataModule:
-    dm = ImageFolderDataModule(data_dir, num_workers=0, **kwargs)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
+from tests.helpers.data import datamodule
+from tests.helpers.images import make_image_folder
 
 
 def test_sizes_and_class_names_come_from_the_folders(image_folder):

@@ -10,7 +10,7 @@ import pytest
 
 from src.errors import UserError
 from src.eval import evaluate
-from tests.test_train import ROOT
+from tests.helpers.config import ROOT
 
 
 def test_eval_of_a_run_reproduces_its_best_checkpoint_numbers(trained_run):
@@ -46,7 +46,7 @@ def test_data_dir_override_evaluates_data_that_moved(trained_run, tmp_path):
 
 
 def test_missing_data_names_the_key_to_fix(trained_run, tmp_path):
-    with pytest.raises(UserError, match=r"Image folder not found: .*absent/val.*data\.data_dir"):
+    with pytest.raises(UserError, match=r"Data folder not found: .*absent.*data\.data_dir"):
         evaluate(run_dir=trained_run, data_dir=str(tmp_path / "absent"))
 
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from src import figures
-from src.predictions import Predictions
-from src.run_figures import FIGURE_NAMES, write_run_figures
-from src.runs import read_metrics
+from src.inspection import figures
+from src.inspection.predictions import Predictions
+from src.inspection.run_figures import FIGURE_NAMES, write_run_figures
+from src.runs.run_dir import read_metrics
 from src.train import train
 
 

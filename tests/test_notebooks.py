@@ -11,9 +11,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from src.runs import curves_by_strategy, load_sweep
-from tests.conftest import FAST, make_image_folder
-from tests.test_train import ROOT
+from src.runs.run_dir import curves_by_strategy, load_sweep
+from tests.helpers.config import FAST, ROOT
+from tests.helpers.images import make_image_folder
 
 pytestmark = pytest.mark.slow
 
@@ -50,15 +50,13 @@ def test_sweep_table_has_one_row_per_job_with_its_settings_and_result(sweep_dir)
     assert all(sorted(series) == [0, 1] for c in curves.values() for series in c.values())
 
 
-def execute(notebook: str, **env: str) -> nbformat.NotebookNode:
+def execute(notebook: str, monkeypatch, **env: str) -> nbformat.NotebookNode:
+    """Run every cell of `notebook` with `env` set for its kernel; return it with outputs."""
     nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells), "commit notebooks without outputs"
-    os.environ.update(env)
-    try:
-        NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(ROOT)}}).execute()
-    finally:
-        for key in env:
-            del os.environ[key]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(ROOT)}}).execute()
     return nb
 
 
@@ -66,13 +64,13 @@ def images_shown(nb) -> int:
     return sum("image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
 
 
-def test_inspect_run_notebook_executes(trained_run):
-    nb = execute("inspect_run.ipynb", RUN_DIR=str(trained_run))
+def test_inspect_run_notebook_executes(trained_run, monkeypatch):
+    nb = execute("inspect_run.ipynb", monkeypatch, RUN_DIR=str(trained_run))
     assert images_shown(nb) == 5  # curves, inputs, predictions, confusion matrix, top losses
 
 
-def test_compare_sweep_notebook_executes(sweep_dir):
-    nb = execute("compare_sweep.ipynb", SWEEP_DIR=str(sweep_dir))
+def test_compare_sweep_notebook_executes(sweep_dir, monkeypatch):
+    nb = execute("compare_sweep.ipynb", monkeypatch, SWEEP_DIR=str(sweep_dir))
     assert images_shown(nb) == 3  # heatmap, val/acc and val/loss side by side
     table = "".join(out.get("text", "") for out in nb.cells[3].outputs)
     assert "finetune" in table and "frozen" in table

@@ -10,7 +10,7 @@ import pytest
 
 from src.errors import UserError
 from src.predict import predict, write_csv
-from tests.test_train import ROOT
+from tests.helpers.config import ROOT
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.test_train import epoch_rows, run_cli
+from tests.helpers.cli import epoch_rows, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from src.train import train
-from tests.conftest import FAST, compose_train_config, make_image_folder
-from tests.test_train import ROOT, run_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.config import FAST, ROOT, compose_train_config
+from tests.helpers.images import make_image_folder
 
 pytestmark = pytest.mark.slow
 

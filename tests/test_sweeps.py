@@ -8,9 +8,10 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from src.sweep_summary import write_sweep_summary
-from tests.conftest import CONF_DIR, FAST, make_image_folder
-from tests.test_train import run_cli
+from src.runs.sweep_summary import write_sweep_summary
+from tests.helpers.cli import run_cli
+from tests.helpers.config import CONF_DIR, FAST
+from tests.helpers.images import make_image_folder
 
 # One epoch of the frozen strategy (only the head trains): the quickest real training run.
 QUICK = [*FAST, "strategy=frozen", "trainer.max_epochs=1"]

@@ -2,25 +2,14 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from src.train import train
-from tests.conftest import FAST
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def epoch_rows(run_dir: Path, key: str) -> dict[int, float]:
-    """One value of `key` per epoch from the CSV logger's metrics.csv."""
-    with open(run_dir / "csv" / "metrics.csv") as f:
-        rows = [r for r in csv.DictReader(f) if r.get(key)]
-    return {int(r["epoch"]): float(r[key]) for r in rows}
+from tests.helpers.cli import epoch_rows, run_cli
+from tests.helpers.config import FAST
 
 
 def test_learning_rate_decays_every_step_size_epochs(fast_config):
@@ -41,13 +30,13 @@ def test_best_checkpoint_is_the_best_epoch_and_is_revalidated(fast_config):
     summary = train(cfg)
     val_acc = epoch_rows(Path(cfg.paths.output_dir), "val/acc")
     best_epoch = max(val_acc, key=lambda e: (val_acc[e], -e))  # first epoch reaching the max
-    assert summary["best_epoch"] == best_epoch
-    assert summary["best_val_acc"] == pytest.approx(val_acc[best_epoch])
-    assert summary["best_ckpt_val_acc"] == pytest.approx(summary["best_val_acc"])
-    saved = torch.load(summary["best_ckpt"], map_location="cpu", weights_only=True)
+    assert summary.best_epoch == best_epoch
+    assert summary.best_val_acc == pytest.approx(val_acc[best_epoch])
+    assert summary.best_ckpt_val_acc == pytest.approx(summary.best_val_acc)
+    saved = torch.load(summary.best_ckpt, map_location="cpu", weights_only=True)
     assert saved["epoch"] == best_epoch
     assert saved["hyper_parameters"]["class_names"] == ["ants", "bees"]
-    assert Path(summary["last_ckpt"]).name == "last.ckpt"
+    assert Path(summary.last_ckpt).name == "last.ckpt"
 
 
 def test_summary_describes_the_run(fast_config):
@@ -62,18 +51,6 @@ def test_summary_describes_the_run(fast_config):
     assert 0.0 <= summary["best_val_acc"] <= 1.0
     assert summary["wall_time_s"] >= summary["fit_time_s"] > 0
     assert "freeze_backbone: true" in (run_dir / "config.yaml").read_text()
-
-
-def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "src.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_cli_trains_and_writes_the_summary(image_folder, tmp_path):
@@ -112,10 +89,10 @@ def test_cli_rejects_an_unknown_strategy(tmp_path):
 def test_cached_features_train_the_frozen_head(fast_config):
     cfg = fast_config("strategy=frozen", "data.cache_features=true", "trainer.max_epochs=3")
     summary = train(cfg)
-    assert summary["epochs_trained"] == 3
-    assert summary["best_ckpt_val_acc"] == pytest.approx(summary["best_val_acc"])
+    assert summary.epochs_trained == 3
+    assert summary.best_ckpt_val_acc == pytest.approx(summary.best_val_acc)
     # The checkpoint is a normal image model: features were a training shortcut only.
-    saved = torch.load(summary["best_ckpt"], map_location="cpu", weights_only=True)
+    saved = torch.load(summary.best_ckpt, map_location="cpu", weights_only=True)
     assert any(k.startswith("backbone.") for k in saved["state_dict"])
 
 
@@ -127,7 +104,7 @@ def test_cached_features_match_the_frozen_backbone_on_images(fast_config):
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     model = instantiate(cfg.model, num_classes=2, class_names=["ants", "bees"]).eval()
-    from src.data.feature_cache import extract_features
+    from src.training.feature_cache import extract_features
 
     features = extract_features(
         model.features, datamodule.val_set, torch.device("cpu"), torch.no_grad
@@ -145,8 +122,8 @@ def test_cached_features_refuse_a_training_backbone(fast_config):
 
 def test_run_without_callbacks_still_reports_the_best_accuracy(fast_config):
     summary = train(fast_config("callbacks=none", "trainer.max_epochs=2"))
-    assert summary["best_ckpt"] is None
-    assert 0.0 <= summary["best_val_acc"] <= 1.0
+    assert summary.best_ckpt is None
+    assert 0.0 <= summary.best_val_acc <= 1.0
 
 
 def test_cli_reports_a_bad_constructor_argument_without_a_traceback(image_folder, tmp_path):

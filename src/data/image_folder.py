@@ -11,14 +11,14 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from src.data.download import download_image_folder
-from src.data.feature_cache import extract_features
 from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
+from src.data.splits import image_split
 from src.data.transforms import train_transform, val_transform
-from src.data.validation import check_split, load_rgb, report_files, require_folder
+from src.data.validation import report_files
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ class ImageFolderDataModule(LightningDataModule):
         cache_images: decode every image once and keep it in memory (see
             `src.data.image_cache`); skipped with a warning above `cache_max_gb`.
         cache_max_gb: the largest decoded-image cache to build.
-        cache_features: for a frozen backbone only: switch off train augmentation and
-            compute the backbone's features once, so epochs train the head alone (see
-            `src.data.feature_cache`).
+        cache_features: for a frozen backbone only: switch off train augmentation, so the
+            backbone's features can be computed once (by the `CacheFeatures` callback,
+            `src.training.feature_cache`) and the epochs train the head alone.
         skip_bad_images: train without images that cannot be decoded (listed in
             `skipped_images`) instead of stopping before training with their names.
     """
@@ -85,10 +85,9 @@ class ImageFolderDataModule(LightningDataModule):
         self.cache_features = cache_features
         self.train_set: ImageFolder | DecodedImageCache | None = None
         self.val_set: ImageFolder | DecodedImageCache | None = None
-        self._feature_sets: dict[str, torch.utils.data.TensorDataset] = {}
+        self.features: dict[str, Dataset] = {}
         self.skip_bad_images = skip_bad_images
         self.skipped_images: list[str] = []
-        self._checks = []
 
     def prepare_data(self) -> None:
         """Download the data once (Lightning calls this on one process per node)."""
@@ -109,15 +108,15 @@ class ImageFolderDataModule(LightningDataModule):
         evaluation = val_transform(self.image_size, self.resize_size)
         # Cached features must not depend on random augmentation.
         training = evaluation if self.cache_features else train_transform(self.image_size)
-        train_set = self._image_folder("train", training)
-        val_set = self._image_folder("val", evaluation)
+        train_set, train_check = image_split(self.data_dir, "train", training)
+        val_set, val_check = image_split(self.data_dir, "val", evaluation)
         if val_set.classes != train_set.classes:
             raise UserError(
                 f"train/ and val/ in {self.data_dir} hold different classes: "
                 f"train has {train_set.classes}, val has {val_set.classes}. "
                 "Both splits need the same class sub-folders."
             )
-        self.skipped_images = report_files(self._checks, self.skip_bad_images)
+        self.skipped_images = report_files([train_check, val_check], self.skip_bad_images)
         if self.cache_images:
             train_set, val_set = self._decoded(train_set), self._decoded(val_set)
         self.train_set, self.val_set = train_set, val_set
@@ -135,31 +134,6 @@ class ImageFolderDataModule(LightningDataModule):
             return folder
         return DecodedImageCache(folder, size=self.resize_size)
 
-    def _image_folder(self, split: str, transform) -> ImageFolder:
-        require_folder(self.data_dir)
-        if not self.data_dir.is_dir():
-            raise UserError(
-                f"Data folder not found: {self.data_dir} (run prepare_data first, or fix "
-                "data.data_dir)."
-            )
-        split_dir = self.data_dir / split
-        if not split_dir.is_dir():
-            found = sorted(p.name for p in self.data_dir.iterdir())
-            raise UserError(
-                f"Missing split folder {split_dir}. Expected {self.data_dir}/train/<class>/ "
-                f"and {self.data_dir}/val/<class>/ with images; found {found}."
-            )
-        check = check_split(split_dir)
-        self._checks.append(check)
-        try:
-            usable = check.usable.__contains__
-            return ImageFolder(split_dir, transform, loader=load_rgb, is_valid_file=usable)
-        except FileNotFoundError as err:
-            raise UserError(
-                f"No images in {split_dir}: expected one sub-folder per class holding image "
-                f"files (.jpg, .png, ...). ({err})"
-            ) from err
-
     @property
     def class_names(self) -> list[str]:
         """Class names in label order (sorted folder names), after `setup()`."""
@@ -168,8 +142,8 @@ class ImageFolderDataModule(LightningDataModule):
         return list(self.train_set.classes)
 
     def train_dataloader(self) -> DataLoader:
-        if self.cache_features:
-            return self._loader(self._features("train"), shuffle=True, workers=False)
+        if "train" in self.features:
+            return self._loader(self.features["train"], shuffle=True, workers=False)
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -180,33 +154,19 @@ class ImageFolderDataModule(LightningDataModule):
         `val/acc`. The unpadded sampler lets the shards differ by one image instead (safe in
         validation: no gradients are synchronised); the metrics then sum over processes.
         """
-        if self.cache_features:
-            features = self._features("val")
+        if "val" in self.features:
+            features = self.features["val"]
             return self._loader(
                 features, shuffle=False, workers=False, sampler=unpadded_shard(features)
             )
         return self._loader(self.val_set, shuffle=False, sampler=unpadded_shard(self.val_set))
 
-    def _features(self, split: str) -> torch.utils.data.TensorDataset:
-        """The split's backbone features, computed on first use with the Trainer's model."""
-        if split not in self._feature_sets:
-            model = self.trainer.lightning_module
-            if not getattr(model, "freeze_backbone", False):
-                raise UserError(
-                    "data.cache_features=true needs strategy=frozen: a backbone that trains "
-                    "changes its features every step, so they cannot be computed once."
-                )
-            dataset = self.train_set if split == "train" else self.val_set
-            self._feature_sets[split] = extract_features(
-                model.features,
-                dataset,
-                device=model.device,
-                forward_context=self.trainer.precision_plugin.forward_context,
-            )
-        return self._feature_sets[split]
+    def use_features(self, train: Dataset, val: Dataset) -> None:
+        """Serve these (backbone features, label) datasets instead of the images from now on."""
+        self.features = {"train": train, "val": val}
 
     def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
-        # Cached features are tensors already in memory: worker processes would only add cost.
+        # Features are tensors already in memory: worker processes would only add cost.
         num_workers = self.num_workers if workers else 0
         return DataLoader(
             dataset,

@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from src.data.images import is_image_name, load_rgb
 from src.errors import UserError
+from src.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -108,32 +108,6 @@ def report_files(checks: list[SplitCheck], skip_bad_images: bool) -> list[str]:
     return sorted(bad)
 
 
-def is_image_name(path: Path) -> bool:
-    return not is_hidden(path) and path.name.lower().endswith(IMG_EXTENSIONS)
-
-
-def is_hidden(path: Path) -> bool:
-    """`.DS_Store`, `._photo.jpg` (macOS resource forks) and other dot-files."""
-    return path.name.startswith(".")
-
-
-def load_rgb(path: str) -> Image.Image:
-    """Open any image Pillow reads as 8-bit RGB (the `loader` of the datasets).
-
-    Unlike a bare `convert("RGB")`, 16-bit greyscale is scaled down instead of clipped to
-    white, and palette images with a transparent colour go through RGBA without a warning.
-    """
-    with Image.open(path) as img:
-        img.load()
-        if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-            # 16-bit samples: keep the top byte (an "I" image from a 16-bit PNG holds the same).
-            pixels = np.clip(np.asarray(img, dtype=np.int64) >> 8, 0, 255).astype(np.uint8)
-            return Image.fromarray(pixels, "L").convert("RGB")
-        if img.mode == "P" and "transparency" in img.info:
-            return img.convert("RGBA").convert("RGB")
-        return img.convert("RGB")
-
-
 def check_image(path: str) -> str | None:
     """None when `path` decodes to an RGB image, else a short reason."""
     try:
@@ -161,11 +135,7 @@ def check_images(paths: list[Path]) -> dict[str, str | None]:
             for path, problem in zip(todo, pool.map(check_image, todo), strict=True):
                 cache[path] = {"key": keys[path], "problem": problem}
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            kept = {path: cache[path] for path in keys}
-            tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(json.dumps(kept))
-            os.replace(tmp, cache_file)
+            write_text_atomic(cache_file, json.dumps({path: cache[path] for path in keys}))
         except OSError as err:  # a read-only home directory only costs the next run time
             log.debug("Could not write the image-check cache %s: %s", cache_file, err)
     return {path: cache[path]["problem"] for path in keys}

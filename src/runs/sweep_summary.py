@@ -12,17 +12,18 @@ or was killed (listed as "unfinished").
 import csv
 import json
 import logging
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from src.files import write_text_atomic
+from src.runs.run_dir import STATUS_FILE, Run, job_key, sweep_runs
 
 try:
     import fcntl
@@ -31,7 +32,6 @@ except ImportError:  # Windows: jobs of one sweep then must not end at the same 
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "job_status.json"
 COLUMNS = ["job", "status", "best_val_acc", "best_epoch", "wall_time_s", "overrides", "run_dir"]
 STATUS_ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
 
@@ -60,7 +60,7 @@ class SweepSummary(Callback):
             "return_value": None if failed else _float_or_none(job_return._return_value),
             "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
         }
-        (job_dir / STATUS_FILE).write_text(json.dumps(status, indent=2) + "\n")
+        write_text_atomic(job_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
         write_sweep_summary(sweep_root(config))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -78,39 +78,34 @@ def sweep_root(config: DictConfig) -> Path:
 def write_sweep_summary(root: Path) -> list[dict]:
     """Collect every job under `root`, best first, and (re)write the CSV and Markdown tables."""
     with _locked(root / ".sweep_summary.lock"):
-        rows = sorted((job_row(root, d) for d in _job_dirs(root)), key=_rank)
-        _replace(root / "sweep_summary.csv", _to_csv(rows))
-        _replace(root / "sweep_summary.md", _to_markdown(rows, root))
+        rows = sorted((job_row(root, run) for run in sweep_runs(root)), key=_rank)
+        write_text_atomic(root / "sweep_summary.csv", _to_csv(rows))
+        write_text_atomic(root / "sweep_summary.md", _to_markdown(rows, root))
     return rows
 
 
-def job_row(root: Path, job_dir: Path) -> dict:
-    """One job's row, from the files it left in `job_dir`."""
-    overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    status = _read_json(job_dir / STATUS_FILE) or {"status": "unfinished"}
-    summary = _read_json(job_dir / "summary.json") or {}
-    best_val_acc = summary.get("best_val_acc", status.get("return_value"))
+def job_row(root: Path, run: Run) -> dict:
+    """One job's row, from the files it left in its directory."""
+    status = run.status or {"status": "unfinished"}
+    summary = run.summary
+    best_val_acc = summary.best_val_acc if summary else status.get("return_value")
     return {
-        "job": job_dir.relative_to(root).as_posix(),
+        "job": run.path.relative_to(root).as_posix(),
         "status": status["status"],
         "best_val_acc": best_val_acc,
-        "best_epoch": summary.get("best_epoch"),
+        "best_epoch": summary.best_epoch if summary else None,
         "wall_time_s": status.get("wall_time_s"),
-        "overrides": " ".join(overrides),
-        "run_dir": str(job_dir),
+        "overrides": " ".join(run.overrides),
+        "run_dir": str(run.path),
         "error": status.get("error"),
     }
-
-
-def _job_dirs(root: Path) -> list[Path]:
-    return [p.parent.parent for p in root.rglob(".hydra/overrides.yaml")]
 
 
 def _rank(row: dict) -> tuple:
     """Completed jobs by accuracy (best first), then failed and unfinished ones, by job."""
     acc = row["best_val_acc"]
-    job_key = [int(part) if part.isdigit() else 0 for part in row["job"].split("/")]
-    return (STATUS_ORDER[row["status"]], acc is None, -(acc or 0.0), job_key)
+    order = job_key(Path(row["job"]))
+    return (STATUS_ORDER[row["status"]], acc is None, -(acc or 0.0), order)
 
 
 def _to_csv(rows: list[dict]) -> str:
@@ -175,20 +170,6 @@ def _float_or_none(value) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def _replace(path: Path, text: str) -> None:
-    """Write via a temporary file, so a reader never sees half a table."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @contextmanager

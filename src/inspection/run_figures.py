@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
-from src import figures
-from src.predictions import Predictions, load_model, predict_dataset, train_images, val_images
-from src.runs import Run
+from src.inspection import figures
+from src.inspection.predictions import Predictions, predict_dataset, train_images, val_images
+from src.models.checkpoint import load_model
+from src.runs.run_dir import Run
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,14 @@ def run_figures(run_dir: str | Path, data_dir=None) -> dict:
     run = Run(run_dir)
     made = {}
     if (run.path / "csv" / "metrics.csv").is_file():
-        made["learning_curves"] = figures.learning_curves(
-            run.metrics(), run.summary.get("best_epoch")
-        )
+        best_epoch = run.summary.best_epoch if run.summary else None
+        made["learning_curves"] = figures.learning_curves(run.metrics(), best_epoch)
     else:
         log.info("No csv/metrics.csv in %s: no learning curves.", run.path)
     made["augmented_batch"] = augmented_batch(run, data_dir)
-    if list((run.path / "checkpoints").glob("best-*.ckpt")):
-        made.update(prediction_figures(*val_predictions(run, data_dir)))
+    best_ckpt = run.summary.best_ckpt_path(run.path) if run.summary else None
+    if best_ckpt is not None and best_ckpt.is_file():
+        made.update(prediction_figures(*val_predictions(run, data_dir, best_ckpt)))
     else:
         log.info("No best checkpoint in %s: no prediction figures.", run.path)
     return {name: made[name] for name in FIGURE_NAMES if name in made}

@@ -6,32 +6,14 @@ bf16-trained run can differ from its logged val/loss in the third decimal.
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
-from torchvision.datasets import ImageFolder
 
-from src.checkpoints import load_checkpoint
+from src.data.splits import image_split, require_classes
 from src.data.transforms import train_transform, val_transform
-from src.errors import UserError
-from src.models.transfer import TransferLearningModel
-
-
-def load_model(ckpt_path: str | Path, device: str = "cpu") -> TransferLearningModel:
-    """The model of a checkpoint, in eval mode, without fetching its ImageNet weights.
-
-    The file is read once, through `load_checkpoint`'s checks (missing, truncated, another
-    model); the model is rebuilt from the hyper-parameters saved beside its weights.
-    """
-    checkpoint = load_checkpoint(ckpt_path)
-    hparams = dict(checkpoint.get("hyper_parameters") or {})
-    if not hparams.get("class_names"):
-        raise UserError(f"Checkpoint {ckpt_path} holds no class_names; it cannot name its labels.")
-    model = TransferLearningModel(**{**hparams, "weights": None})
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval()
+from src.data.validation import report_files
 
 
 @dataclass
@@ -71,39 +53,31 @@ class Predictions:
         }
 
 
-def image_folder(
-    data_dir: str | Path, split: str, class_names: list[str], transform
-) -> ImageFolder:
-    """`data_dir/split` as an ImageFolder whose classes must be the checkpoint's classes."""
-    folder = Path(data_dir).expanduser() / split
-    if not folder.is_dir():
-        raise UserError(
-            f"Image folder not found: {folder}. Point data.data_dir at the folder holding "
-            f"{split}/<class>/ images (the run's data may have moved)."
-        )
-    dataset = ImageFolder(folder, transform=transform)
-    if dataset.classes != list(class_names):
-        raise UserError(
-            f"{folder} holds classes {dataset.classes}, but the checkpoint was trained on "
-            f"{list(class_names)}; evaluate it on data with the same class folders."
-        )
-    return dataset
+def labelled_images(
+    data_dir, split: str, class_names: list[str], transform, skip_bad_images: bool = False
+):
+    """`data_dir/split` through the same checks and image reader as training, holding the
+    checkpoint's classes. Returns the dataset and the images skipped as undecodable."""
+    dataset, check = image_split(data_dir, split, transform)
+    skipped = report_files([check], skip_bad_images)
+    require_classes(dataset, class_names, "the checkpoint")
+    return dataset, skipped
 
 
-def val_images(data_dir, class_names, image_size=224, resize_size=256) -> ImageFolder:
+def val_images(data_dir, class_names, image_size=224, resize_size=256, skip_bad_images=True):
     """The validation split with the validation transform (resize + centre crop)."""
-    return image_folder(data_dir, "val", class_names, val_transform(image_size, resize_size))
+    transform = val_transform(image_size, resize_size)
+    return labelled_images(data_dir, "val", class_names, transform, skip_bad_images)[0]
 
 
-def train_images(data_dir, class_names, image_size=224) -> ImageFolder:
+def train_images(data_dir, class_names, image_size=224, skip_bad_images=True):
     """The training split with the training augmentation (random crop + flip)."""
-    return image_folder(data_dir, "train", class_names, train_transform(image_size))
+    transform = train_transform(image_size)
+    return labelled_images(data_dir, "train", class_names, transform, skip_bad_images)[0]
 
 
 @torch.inference_mode()
-def predict_dataset(
-    model: TransferLearningModel, dataset: ImageFolder, batch_size: int = 32
-) -> Predictions:
+def predict_dataset(model, dataset, batch_size: int = 32) -> Predictions:
     """Probabilities and per-image losses of `model` over every image of `dataset`."""
     device = next(model.parameters()).device
     probs, labels, losses = [], [], []

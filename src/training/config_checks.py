@@ -20,6 +20,11 @@ def check_config(cfg: DictConfig) -> None:
     require(cfg, "model.scheduler.gamma", lambda v: 0 < v <= 1, "a number in (0, 1]")
     require(cfg, "trainer.max_epochs", lambda v: v is None or v >= -1, "an integer (-1 = no limit)")
     require(cfg, "strategy.name", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
+    if OmegaConf.select(cfg, "data.cache_features") and not cfg.strategy.freeze_backbone:
+        raise UserError(
+            "data.cache_features=true needs strategy=frozen: a backbone that trains changes "
+            "its features every step, so they cannot be computed once."
+        )
     check_weights_name(OmegaConf.select(cfg, "model.weights"))
 
 

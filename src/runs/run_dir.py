@@ -14,17 +14,25 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from src.errors import UserError
+from src.runs.summary import RunSummary
+
+# Written into a multirun job's directory when the job ends (see src.runs.sweep_summary).
+STATUS_FILE = "job_status.json"
 
 
 @dataclass
 class Run:
-    """One training run directory (`hydra.run.dir`, or one job of a multirun)."""
+    """One training run directory (`hydra.run.dir`, or one job of a multirun).
+
+    `check=False` accepts a sweep job that failed before writing its config.yaml.
+    """
 
     path: Path
+    check: bool = True
 
     def __post_init__(self) -> None:
         self.path = Path(self.path).expanduser()
-        if not (self.path / "config.yaml").is_file():
+        if self.check and not (self.path / "config.yaml").is_file():
             raise UserError(
                 f"{self.path} is not a run directory of src.train: it has no config.yaml. "
                 "Pass the folder a training run wrote (hydra.run.dir, e.g. logs/runs/<date>)."
@@ -32,38 +40,47 @@ class Run:
 
     @cached_property
     def config(self) -> dict:
-        """The run's resolved config, as plain dicts and lists."""
-        return OmegaConf.to_container(OmegaConf.load(self.path / "config.yaml"))
+        """The run's resolved config, as plain dicts and lists ({} if it has none yet)."""
+        path = self.path / "config.yaml"
+        return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
 
     @cached_property
-    def summary(self) -> dict:
-        """The run's summary.json; empty when the run did not finish (or crashed)."""
-        path = self.path / "summary.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+    def summary(self) -> RunSummary | None:
+        """The run's summary.json; None when the run did not finish (or crashed)."""
+        return RunSummary.read(self.path)
+
+    @cached_property
+    def overrides(self) -> list[str]:
+        """The command-line overrides Hydra recorded for this run (`.hydra/overrides.yaml`)."""
+        path = self.path / ".hydra" / "overrides.yaml"
+        return list(OmegaConf.to_container(OmegaConf.load(path)) or []) if path.is_file() else []
+
+    @cached_property
+    def status(self) -> dict | None:
+        """How a sweep job ended (`job_status.json`); None while it runs, or if it was killed."""
+        try:
+            return json.loads((self.path / STATUS_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
 
     @property
     def class_names(self) -> list[str] | None:
-        return self.summary.get("class_names")
+        return self.summary.class_names if self.summary else None
 
     @property
     def best_ckpt(self) -> Path:
-        """The best checkpoint inside this directory (the name summary.json gives, if several)."""
-        found = sorted((self.path / "checkpoints").glob("best-*.ckpt"))
-        named = Path(self.summary.get("best_ckpt") or "").name
-        for path in found:
-            if path.name == named:
-                return path
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            raise UserError(
-                f"No best checkpoint in {self.path / 'checkpoints'}: the run was trained "
-                "without the model_checkpoint callback or has not finished an epoch. "
-                "Pass a checkpoint file with ckpt_path=... instead."
-            )
+        """The best checkpoint, as the run's summary names it, inside this directory."""
+        path = self.summary.best_ckpt_path(self.path) if self.summary else None
+        if path is not None and path.is_file():
+            return path
+        if self.summary is None:
+            why = "has no summary.json (the run has not finished, or crashed)"
+        elif path is None:
+            why = "was trained without a best checkpoint (callbacks=none or fast_dev_run)"
+        else:
+            why = f"lacks the best checkpoint its summary names ({path.name})"
         raise UserError(
-            f"{len(found)} best checkpoints in {self.path / 'checkpoints'} and summary.json "
-            "does not say which is best; pass one with ckpt_path=..."
+            f"Run {self.path} {why}. Pass a checkpoint file with ckpt_path=... instead."
         )
 
     def metrics(self) -> dict[str, dict[int, float]]:
@@ -112,38 +129,49 @@ def run_for_checkpoint(ckpt_path: Path) -> Run | None:
     return Run(candidate) if (candidate / "config.yaml").is_file() else None
 
 
+def sweep_runs(sweep_dir: str | Path) -> list[Run]:
+    """Every job of a multirun, in job order (0, 1, ..., 10): each directory below
+    `sweep_dir` in which Hydra recorded a job's overrides, finished or not."""
+    root = Path(sweep_dir).expanduser()
+    jobs = [p.parent.parent for p in root.rglob(".hydra/overrides.yaml")] if root.is_dir() else []
+    jobs.sort(key=lambda p: job_key(p.relative_to(root)))
+    return [Run(job, check=False) for job in jobs]
+
+
+def job_key(job: Path) -> list[int]:
+    """Sort key of a job folder relative to its sweep: numbers (nested for sub-sweeps), so
+    that 10 sorts after 9."""
+    return [int(part) if part.isdigit() else -1 for part in job.parts]
+
+
 def load_sweep(sweep_dir: Path) -> list[dict]:
-    """One row per job of a multirun: job number, the overrides that differ between jobs,
-    strategy, lr, gamma and the results from its summary.json (None where a job failed)."""
+    """One row per job of a multirun that got as far as its config: job number, the
+    overrides that differ between jobs, strategy, lr, gamma and the results from its
+    summary.json (None where a job failed)."""
     sweep_dir = Path(sweep_dir).expanduser()
-    job_dirs = []
-    if sweep_dir.is_dir():
-        job_dirs = [p for p in sweep_dir.iterdir() if (p / "config.yaml").is_file()]
-    # Job folders are numbers: 0, 1, ..., 10 sorts after 9.
-    job_dirs.sort(key=lambda p: (len(p.name), p.name))
-    if not job_dirs:
+    runs = [run for run in sweep_runs(sweep_dir) if run.config]
+    if not runs:
         raise UserError(
             f"No job directories with a config.yaml under {sweep_dir}. Pass the folder a "
             "multirun wrote (hydra.sweep.dir, e.g. logs/multiruns/<date>)."
         )
-    overrides = {job.name: _read_overrides(job) for job in job_dirs}
+    overrides = {run.path: dict(o.split("=", 1) for o in run.overrides if "=" in o) for run in runs}
     varied = sorted({k for o in overrides.values() for k in o if _differs(overrides, k)})
     rows = []
-    for job in job_dirs:
-        run = Run(job)
-        summary, model = run.summary, run.config.get("model", {})
+    for run in runs:
+        summary, model = run.summary or RunSummary(), run.config.get("model", {})
         rows.append(
             {
-                "job": job.name,
-                **{key: overrides[job.name].get(key) for key in varied},
+                "job": run.path.relative_to(sweep_dir).as_posix(),
+                **{key: overrides[run.path].get(key) for key in varied},
                 "strategy": run.config.get("strategy", {}).get("name"),
                 "lr": model.get("optimizer", {}).get("lr"),
                 "gamma": model.get("scheduler", {}).get("gamma"),
-                "best_val_acc": summary.get("best_val_acc"),
-                "best_epoch": summary.get("best_epoch"),
-                "epochs_trained": summary.get("epochs_trained"),
-                "fit_time_s": summary.get("fit_time_s"),
-                "run_dir": str(job),
+                "best_val_acc": summary.best_val_acc,
+                "best_epoch": summary.best_epoch,
+                "epochs_trained": summary.epochs_trained,
+                "fit_time_s": summary.fit_time_s,
+                "run_dir": str(run.path),
             }
         )
     return rows
@@ -162,13 +190,7 @@ def curves_by_strategy(rows: list[dict], metric: str = "val/acc") -> dict:
     return curves
 
 
-def _read_overrides(job_dir: Path) -> dict[str, str]:
-    path = job_dir / ".hydra" / "overrides.yaml"
-    items = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
-    return dict(item.split("=", 1) for item in items or [] if "=" in item)
-
-
-def _differs(overrides: dict[str, dict[str, str]], key: str) -> bool:
+def _differs(overrides: dict, key: str) -> bool:
     return len({o.get(key) for o in overrides.values()}) > 1
 
 

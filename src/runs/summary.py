@@ -1,0 +1,88 @@
+"""The result of one training run, as `summary.json` holds it: the one definition of its fields.
+
+`src.train` writes it, and everything that reads a run (eval, predict, figures, notebooks,
+the sweep summary, resume) reads it back through `RunSummary.read`.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from src.files import write_text_atomic
+
+FILE_NAME = "summary.json"
+
+
+@dataclass
+class RunSummary:
+    """What a run trained on, how it ended and its best checkpoint.
+
+    Epochs are 0-based, like the `epoch` column of metrics.csv. Checkpoint paths are as
+    the run saw them; `best_ckpt_path(run_dir)` finds the file again after the run
+    directory was moved or copied.
+    """
+
+    strategy: str | None = None
+    num_classes: int | None = None
+    class_names: list[str] = field(default_factory=list)
+    train_size: int | None = None
+    val_size: int | None = None
+    epochs_trained: int | None = None
+    precision: str | None = None
+    accelerator: str | None = None
+    seed: int | None = None
+    interrupted: bool = False
+    interrupted_by: str | None = None  # "SIGINT" or "SIGTERM"
+    resumed_from: str | None = None
+    skipped_images: list[str] = field(default_factory=list)
+    fit_time_s: float | None = None
+    best_val_acc: float | None = None
+    best_epoch: int | None = None
+    best_ckpt: str | None = None
+    last_ckpt: str | None = None
+    # The best checkpoint re-loaded and validated after training (absent when interrupted).
+    best_ckpt_val_acc: float | None = None
+    best_ckpt_val_loss: float | None = None
+    # The value a sweep optimises: the logged metric named by the `optimized_metric` key.
+    optimized_metric: str | None = None
+    optimized_value: float | None = None
+    wall_time_s: float | None = None
+
+    def write(self, run_dir: str | Path) -> Path:
+        path = Path(run_dir) / FILE_NAME
+        write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> "RunSummary | None":
+        """The run's summary; None when the run has not finished (or crashed before it).
+
+        Keys this version does not know are ignored and missing ones keep their defaults,
+        so summaries of older and newer versions of the template still load.
+        """
+        path = Path(run_dir) / FILE_NAME
+        try:
+            data = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def best_ckpt_path(self, run_dir: str | Path) -> Path | None:
+        """The best checkpoint's file inside `run_dir/checkpoints` (where the run wrote it)."""
+        if not self.best_ckpt:
+            return None
+        return Path(run_dir) / "checkpoints" / Path(self.best_ckpt).name
+
+    def result_line(self, run_dir: str | Path) -> str:
+        """The console's last line: strategy, best val/acc and where it came from."""
+        acc = "n/a" if self.best_val_acc is None else f"{self.best_val_acc:.4f}"
+        where = "" if self.best_epoch is None else f" at epoch {self.best_epoch}"
+        fit = 0.0 if self.fit_time_s is None else self.fit_time_s
+        return (
+            f"Result: {self.strategy} best val/acc {acc}{where} "
+            f"({self.epochs_trained} epochs, {fit:.1f} s); run directory {run_dir}"
+        )

@@ -1,0 +1,64 @@
+"""Fit a model with Lightning, then re-validate its best checkpoint.
+
+Interrupting (Ctrl-C, SIGTERM) is a normal way for a fit to end: `last.ckpt` holds the last
+finished epoch and the run reports itself as interrupted instead of crashing.
+"""
+
+import time
+
+import torch
+from lightning.pytorch.trainer.states import TrainerStatus
+
+
+def fit(trainer, model, datamodule, ckpt_path=None) -> float:
+    """`trainer.fit`, returning its duration in seconds; an interruption is not an error."""
+    started = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        # Lightning turns Ctrl-C into sys.exit(1) and SIGTERM into SIGTERMException, after
+        # the current batch; last.ckpt still holds the last finished epoch.
+        if trainer.state.status != TrainerStatus.INTERRUPTED:
+            raise
+    return time.perf_counter() - started
+
+
+def interruption(trainer) -> str | None:
+    """ "SIGTERM" or "SIGINT" when the fit was interrupted, else None."""
+    if trainer.state.status != TrainerStatus.INTERRUPTED:
+        return None
+    return "SIGTERM" if trainer.received_sigterm else "SIGINT"
+
+
+def best_checkpoint_results(trainer, model, datamodule, revalidate: bool = True) -> dict:
+    """Re-load the best checkpoint, validate it, and say which epoch it came from.
+
+    Returns the `RunSummary` fields best_val_acc, best_epoch, best_ckpt, last_ckpt and,
+    when revalidated, best_ckpt_val_acc and best_ckpt_val_loss. An interrupted run skips the
+    validation: it should exit quickly, and a second Ctrl-C would find Lightning's handler
+    gone.
+    """
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or checkpoint.best_model_score is None:
+        # No best-val/acc checkpoint (callbacks=none, fast_dev_run): report the metric only.
+        acc = trainer.callback_metrics.get("val/acc_best")
+        return {"best_val_acc": None if acc is None else float(acc)}
+    # Read these first: validating restores the callback's state as it was at the best epoch.
+    best_ckpt, best_val_acc = checkpoint.best_model_path, float(checkpoint.best_model_score)
+    last_ckpt = checkpoint.last_model_path or None
+    saved = torch.load(best_ckpt, map_location="cpu", weights_only=True)
+    results = {
+        "best_val_acc": best_val_acc,
+        "best_epoch": saved["epoch"],
+        "best_ckpt": best_ckpt,
+        "last_ckpt": last_ckpt,
+    }
+    if not revalidate:
+        return results
+    # Keep this extra validation out of metrics.csv, which holds one row set per epoch.
+    loggers, trainer.loggers = trainer.loggers, []
+    (metrics,) = trainer.validate(model, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False)
+    trainer.loggers = loggers
+    results["best_ckpt_val_acc"] = metrics["val/acc"]
+    results["best_ckpt_val_loss"] = metrics["val/loss"]
+    return results

@@ -1,0 +1,1 @@
+"""Helpers shared by the test modules: generated data, composed configs, the CLI."""

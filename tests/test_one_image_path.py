@@ -1,0 +1,101 @@
+"""One image path: every command reads a file into the same network input, and eval treats
+bad files as training does."""
+
+import json
+
+import pytest
+import torch
+
+from src.data.image_folder import ImageFolderDataModule
+from src.eval import evaluate
+from src.models.transfer import TransferLearningModel
+from src.predict import predict
+from tests.helpers.cli import run_module
+from tests.helpers.images import make_image_folder, picture_forms, write_truncated_jpeg
+
+
+@pytest.fixture
+def forms_folder(tmp_path):
+    """A data folder whose val/ants/ holds one picture in each form (and each class one JPEG)."""
+    data = make_image_folder(tmp_path / "forms", val_per_class=1)
+    for name, (image, fmt) in picture_forms().items():
+        image.save(data / "val" / "ants" / name, fmt)
+    return data
+
+
+@pytest.fixture
+def network_inputs(monkeypatch):
+    """Records every batch the model's forward receives, as {path-order index: tensor}."""
+    seen: list[torch.Tensor] = []
+    forward = TransferLearningModel.forward
+
+    def recording_forward(self, inputs):
+        seen.extend(inputs.detach().clone())
+        return forward(self, inputs)
+
+    monkeypatch.setattr(TransferLearningModel, "forward", recording_forward)
+    return seen
+
+
+@pytest.mark.parametrize("cache_images", [False, True])
+def test_train_val_eval_and_predict_feed_the_network_identical_inputs(
+    trained_run, forms_folder, network_inputs, cache_images
+):
+    datamodule = ImageFolderDataModule(
+        forms_folder, num_workers=0, image_size=32, resize_size=36, cache_images=cache_images
+    )
+    datamodule.setup("fit")
+    val_set = datamodule.val_set
+    paths = [path for path, _ in val_set.samples]
+    training_view = {path: val_set[i][0] for i, path in enumerate(paths)}
+    assert len(paths) == len(picture_forms()) + 2  # and one JPEG per class
+
+    results = evaluate(run_dir=str(trained_run), data_dir=str(forms_folder))
+    assert results["num_images"] == len(paths)
+    eval_view = dict(zip(paths, network_inputs, strict=True))  # eval keeps the folder order
+    network_inputs.clear()
+
+    rows = predict(str(trained_run / "checkpoints" / "last.ckpt"), paths, top_k=1)
+    assert all(row["error"] is None for row in rows)
+    predict_view = dict(zip([row["path"] for row in rows], network_inputs, strict=True))
+
+    for path in paths:
+        assert torch.equal(training_view[path], eval_view[path]), path
+        assert torch.equal(training_view[path], predict_view[path]), path
+    # The 16-bit picture is a picture, not a white page: its mean is that of its 8-bit twin.
+    grey8 = training_view[str(forms_folder / "val" / "ants" / "grey8.png")]
+    grey16 = training_view[str(forms_folder / "val" / "ants" / "grey16.png")]
+    assert (grey16 - grey8).abs().mean() < 0.05
+
+
+def truncated_copy(trained_run, tmp_path):
+    data = make_image_folder(tmp_path / "data")  # the run's classes and colours
+    broken = data / "val" / "bees" / "cut.jpg"
+    write_truncated_jpeg(broken)
+    return data, broken
+
+
+def test_eval_on_a_split_with_a_truncated_image_exits_2_naming_it(trained_run, tmp_path):
+    data, broken = truncated_copy(trained_run, tmp_path)
+    result = run_module(
+        "src.eval", f"run_dir={trained_run}", f"data.data_dir={data}",
+        f"output={tmp_path / 'eval.json'}",
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert str(broken) in output and "skip_bad_images" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "eval.json").exists()
+
+
+def test_eval_skips_and_counts_undecodable_images_when_asked(trained_run, tmp_path):
+    data, broken = truncated_copy(trained_run, tmp_path)
+    result = run_module(
+        "src.eval", f"run_dir={trained_run}", f"data.data_dir={data}",
+        "data.skip_bad_images=true", f"output={tmp_path / 'eval.json'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((tmp_path / "eval.json").read_text())
+    assert results["skipped_images"] == [str(broken)]
+    assert results["num_images"] == 8  # the 8 readable val images
+    assert "1 unreadable skipped" in result.stdout
