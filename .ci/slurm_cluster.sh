@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A single-node SLURM cluster on this machine, for the tests and for trying hydra/launcher=slurm:
 #
-#   .ci/slurm_cluster.sh install   apt-get install slurm-wlm munge (Debian/Ubuntu, as root)
+#   .ci/slurm_cluster.sh install   apt-get install slurm-wlm munge, unless installed (Debian/Ubuntu)
 #   .ci/slurm_cluster.sh start     munged + slurmctld + slurmd, one partition "debug" (idempotent)
 #   .ci/slurm_cluster.sh status    exit 0 when the cluster answers and its node is up
 #   .ci/slurm_cluster.sh stop      cancel its jobs and stop the daemons it started
@@ -37,6 +37,9 @@ need_binaries() {
 }
 
 install() {
+    if command -v slurmctld >/dev/null 2>&1 || [ -x /usr/sbin/slurmctld ]; then
+        [ -x /usr/sbin/munged ] && return 0
+    fi
     need_root
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

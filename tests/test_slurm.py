@@ -49,10 +49,20 @@ def metric_rows(job_dir: Path, epoch: int) -> list[str]:
     return [r for r in rows if r.startswith(f"{epoch},")]
 
 
+def assert_continued_to_the_end(sweep_dir: Path) -> None:
+    """The sweep's one job continued from its last.ckpt and trained the 3 epochs once each."""
+    job_dir = sweep_dir / "0"
+    resumed = summary(job_dir)
+    assert resumed["resumed_from"] == str(job_dir / "checkpoints" / "last.ckpt")
+    assert (resumed["epochs_trained"], resumed["interrupted"]) == (3, False)
+    assert [len(metric_rows(job_dir, epoch)) for epoch in range(3)] == [2, 2, 2]
+    assert [row["status"] for row in read_rows(sweep_dir)] == ["completed"]
+
+
 @pytest.fixture
 def long_epochs(tmp_path) -> Path:
-    # 40 training images in batches of 4: epochs long enough to signal a job within one.
-    return make_image_folder(tmp_path / "data40", train_per_class=20)
+    # 20 training images in batches of 4: epochs long enough to signal a job within one.
+    return make_image_folder(tmp_path / "data20", train_per_class=10)
 
 
 RECIPE = ["strategy=frozen", "trainer.max_epochs=3", "trainer.deterministic=true"]
@@ -141,12 +151,8 @@ def test_scancel_term_stops_the_job_after_a_batch_and_the_sweep_resumes_it(
 
     result = run_cli("-m", f"resume={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    resumed = summary(job_dir)
-    assert resumed["resumed_from"] == str(job_dir / "checkpoints" / "last.ckpt")
-    assert (resumed["epochs_trained"], resumed["interrupted"]) == (3, False)
-    assert metric_rows(job_dir, 0) == first_epoch  # continued, not started over
-    assert [len(metric_rows(job_dir, epoch)) for epoch in range(3)] == [2, 2, 2]
-    assert [row["status"] for row in read_rows(sweep_dir)] == ["completed"]
+    assert_continued_to_the_end(sweep_dir)
+    assert metric_rows(job_dir, 0) == first_epoch
 
 
 @pytest.mark.slow
@@ -165,11 +171,7 @@ def test_time_limit_warning_requeues_the_job_which_continues_from_last_ckpt(
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
     stderr = process.communicate(timeout=300)[1]
     assert process.returncode == 0, stderr[-3000:]
-    job_dir = sweep_dir / "0"
-    resumed = summary(job_dir)
-    assert resumed["resumed_from"] == str(job_dir / "checkpoints" / "last.ckpt")
-    assert (resumed["epochs_trained"], resumed["interrupted"]) == (3, False)
-    assert [row["status"] for row in read_rows(sweep_dir)] == ["completed"]
+    assert_continued_to_the_end(sweep_dir)
 
 
 @pytest.mark.slow

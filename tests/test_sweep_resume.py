@@ -48,8 +48,8 @@ def rows(sweep_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sweep_killed_in_its_third_job_resumes_to_the_uninterrupted_result(tmp_path):
-    # 40 training images in batches of 4: an epoch is long enough to kill the sweep in it.
-    data = make_image_folder(tmp_path / "data", train_per_class=20)
+    # 16 training images in batches of 4: an epoch is long enough to kill the sweep in it.
+    data = make_image_folder(tmp_path / "data", train_per_class=8)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reference_dir, sweep_dir = tmp_path / "uninterrupted", tmp_path / "killed"
     reference = subprocess.Popen(

@@ -32,11 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def lightning_slurm_plugins() -> list:
-    """Trainer plugins for this process: Lightning's SLURM environment without its
-    auto-requeue inside a SLURM job (ranks and addresses still come from SLURM), else none."""
+    """Trainer plugins for this process: in a job of hydra/launcher=slurm, Lightning's SLURM
+    environment without its auto-requeue (ranks and addresses still come from SLURM)."""
+    if not in_slurm_job():
+        return []
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    return [SLURMEnvironment(auto_requeue=False)]
 
 
 class SlurmJob:

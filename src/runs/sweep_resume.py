@@ -18,10 +18,13 @@ so that results of two different jobs never mix in one directory.
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
+from src.files import write_text_atomic
 from src.runs.run_dir import Run
 from src.runs.summary import RunSummary
 
@@ -31,6 +34,16 @@ log = logging.getLogger(__name__)
 # paths.output_dir: the same job directory, wherever the sweep was moved to.
 ATTEMPT_KEYS = {"ckpt_path", "resume", "paths.output_dir"}
 SWEEP_FILE = "multirun.yaml"
+
+
+class SweepRecord(Callback):
+    """Writes the sweep's config, with its command-line arguments, to `<sweep dir>/multirun.yaml`
+    before the first job: Hydra's basic sweeper does so itself, the Optuna sweeper does not,
+    and `resume=<sweep dir>` reads the arguments from there."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.runtime.cwd) / config.hydra.sweep.dir
+        write_text_atomic(sweep_dir / SWEEP_FILE, OmegaConf.to_yaml(config))
 
 
 def sweep_resume_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
