@@ -86,23 +86,29 @@ def test_sweep_killed_in_its_third_job_resumes_to_the_uninterrupted_result(tmp_p
 
 
 @pytest.mark.slow
-def test_a_finished_sweep_resumed_with_joblib_is_skipped_and_a_changed_one_refused(tmp_path):
+def test_a_finished_optuna_search_resumed_with_joblib_skips_its_trials(tmp_path):
+    """The seeded sampler proposes the same trials again (the skipped ones return their
+    recorded values), so each lands on its own directory; a changed search is refused."""
     data = make_image_folder(tmp_path / "data")
-    sweep_dir = tmp_path / "sweep"
+    sweep_dir = tmp_path / "search"
     args = ["-m", *FAST, "strategy=frozen", "trainer.max_epochs=1", f"data.data_dir={data}",
-            f"hydra.sweep.dir={sweep_dir}", "model.optimizer.lr=0.01,0.001"]  # fmt: skip
-    assert run_cli(*args).returncode == 0
+            f"hydra.sweep.dir={sweep_dir}", "hparams_search=lr_gamma",
+            "hydra.sweeper.n_trials=2"]  # fmt: skip
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr[-3000:]
     before = {p: p.read_bytes() for p in sweep_dir.glob("*/*.json")}
+    best = (sweep_dir / "optimization_results.yaml").read_text()
 
     again = run_cli("-m", f"resume={sweep_dir}", "hydra/launcher=joblib")
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p: p.read_bytes() for p in sweep_dir.glob("*/*.json")} == before  # nothing re-ran
+    assert (sweep_dir / "optimization_results.yaml").read_text() == best
     assert "2 jobs: 2 completed." in (sweep_dir / "sweep_summary.md").read_text()
 
-    changed = run_cli("-m", f"resume={sweep_dir}", "model.optimizer.lr=0.1,0.001")
+    changed = run_cli("-m", f"resume={sweep_dir}", "seed=7")
     assert changed.returncode != 0
     assert "holds an earlier run of another config" in changed.stderr
-    assert "model.optimizer.lr: 0.01 before, 0.1 now" in changed.stderr
+    assert "seed: 42 before, 7 now" in changed.stderr
     assert summary_bytes(sweep_dir, "0") == before[sweep_dir / "0" / "summary.json"]
 
 

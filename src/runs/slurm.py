@@ -149,7 +149,11 @@ def request_problem(launcher: DictConfig, nodes: dict[str, list[dict]]) -> str |
             "one of them. Set the other to null."
         )
     mem_mb = memory_mb(launcher, tasks * cpus)
-    (name, kinds), *_ = nodes.items()
+    if launcher.get("partition"):  # one or a comma-separated list: any of them will do
+        name, kinds = launcher.partition, [kind for ks in nodes.values() for kind in ks]
+    else:  # SLURM uses its default partition, which sinfo marks with '*'
+        name = next((n for n in nodes if n.endswith("*")), next(iter(nodes)))
+        kinds = nodes[name]
     need = {"cpus": tasks * cpus, "mem_mb": mem_mb, "gpus": gpus}
     if any(all(node[k] >= v for k, v in need.items()) for node in kinds):
         return None

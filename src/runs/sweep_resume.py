@@ -109,7 +109,7 @@ def earlier_attempt(cfg: DictConfig, job_dir: Path) -> EarlierAttempt | None:
 
 
 def config_changes(before: dict, now: dict, prefix: str = "") -> list[str]:
-    """`key: old -> new` for every value that differs, except the keys in ATTEMPT_KEYS."""
+    """`key: old before, new now` for every value that differs, except the ATTEMPT_KEYS."""
     changes = []
     for key in sorted(set(before) | set(now)):
         name = f"{prefix}{key}"
