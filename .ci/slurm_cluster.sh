@@ -47,7 +47,7 @@ install() {
 }
 
 # Alive = the pid in the file is a running process (a stale file from a killed daemon is not).
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; }
 
 node_up() {
     local state

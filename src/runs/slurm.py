@@ -23,6 +23,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from submitit import JobEnvironment
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class SlurmChecks(Callback):
             f"Its logs: {submitit_log('out')}, {submitit_log('err')} and "
             f"{Path(config.hydra.runtime.output_dir) / 'train.log'}"
         )
+        # The sweeper re-raises this in the submitting process, where Hydra prints the
+        # message of a CompactHydraException without a traceback.
         failed = SlurmJobFailed(message)
         failed.__cause__ = error
         job_return._return_value = failed
@@ -91,9 +94,7 @@ class SlurmChecks(Callback):
 
 def submitit_log(kind: str) -> Path:
     """This task's stdout ("out") or stderr ("err") file, as submitit names it."""
-    import submitit
-
-    paths = submitit.JobEnvironment().paths
+    paths = JobEnvironment().paths
     return paths.stdout if kind == "out" else paths.stderr
 
 
@@ -107,8 +108,10 @@ def submission_problem(launcher: DictConfig) -> str | None:
         )
     try:
         nodes = partition_nodes(launcher.get("partition"))
+    except subprocess.CalledProcessError as err:
+        return f"SLURM does not answer: sinfo says {err.stderr.strip()!r}. Is slurmctld running?"
     except (OSError, subprocess.SubprocessError) as err:
-        return f"SLURM does not answer (sinfo: {err}); is its controller running?"
+        return f"SLURM does not answer (sinfo: {err}). Is slurmctld running?"
     if not nodes:
         return (
             f"hydra.launcher.partition={launcher.get('partition')}: no such partition on this "
