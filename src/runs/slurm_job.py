@@ -48,23 +48,29 @@ class SlurmJob:
         self.max_requeues = max_requeues
         self.warned = False  # SIGUSR2: the time limit is near
 
-    @property
-    def requeues_itself(self) -> bool:
-        return self.warned and restart_count() < self.max_requeues
-
     def runs_again(self) -> bool:
-        """After an interruption: whether SLURM will start this job again (its own requeue,
-        or one that SLURM does: `scontrol requeue`, preemption), so that it must end
-        without a result for the sweep to wait on."""
-        return self.requeues_itself or requeue_underway()
+        """After training was interrupted: whether SLURM will start this job again, so that
+        it must end without a result for the sweep to wait on. After the time-limit warning
+        the job requeues itself (rank 0 asks SLURM) while restarts are left; after SIGTERM,
+        SLURM may be requeueing it (`scontrol requeue`, preemption)."""
+        if not self.warned:
+            return requeue_underway()
+        if restart_count() >= self.max_requeues:
+            log.warning(
+                "Not requeued: restarted %d of hydra.launcher.max_num_timeout=%d times.",
+                restart_count(), self.max_requeues,
+            )  # fmt: skip
+            return False
+        if slurm_task_rank() == 0:
+            requeue()
+        return True
 
 
 @contextmanager
 def slurm_job(output_dir: Path, max_requeues: int = 0) -> Iterator[SlurmJob | None]:
     """Within the block, when this process is a SLURM task of a sweep job: SIGUSR2 stops
-    training like SIGTERM, rank>0 tasks log to their own file, and after a stop caused by
-    SIGUSR2 the job requeues itself (at most `max_requeues` restarts). Yields the `SlurmJob`,
-    or None outside SLURM."""
+    training like SIGTERM, and rank>0 tasks log to their own file. Yields the `SlurmJob`
+    (which decides about requeueing after an interruption), or None outside SLURM."""
     if not in_slurm_job():
         yield None
         return
@@ -87,14 +93,6 @@ def slurm_job(output_dir: Path, max_requeues: int = 0) -> Iterator[SlurmJob | No
         yield job
     finally:
         signal.signal(warning_signal, previous)
-        if job.warned and slurm_task_rank() == 0:
-            if job.requeues_itself:
-                requeue()
-            else:
-                log.warning(
-                    "Not requeued: restarted %d of hydra.launcher.max_num_timeout=%d times.",
-                    restart_count(), max_requeues,
-                )  # fmt: skip
 
 
 def restart_count() -> int:
