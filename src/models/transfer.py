@@ -69,6 +69,8 @@ class TransferLearningModel(LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # resuming keeps the best-so-far
+        self.test_loss = MeanMetric()
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def train(self, mode: bool = True) -> "TransferLearningModel":
         """Like `nn.Module.train`, but a frozen backbone always stays in eval mode."""
@@ -124,6 +126,20 @@ class TransferLearningModel(LightningModule):
             return
         self.val_acc_best.update(acc)
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.test_loss.update(self.criterion(logits, labels), weight=labels.numel())
+        self.test_acc.update(logits, labels)
+
+    def on_test_epoch_end(self) -> None:
+        """Log loss and accuracy over the whole test split (`src.train` tests the best
+        checkpoint once, after training)."""
+        self.log("test/loss", self.test_loss.compute(), sync_dist=True)
+        self.log("test/acc", self.test_acc.compute(), sync_dist=True)
+        self.test_loss.reset()
+        self.test_acc.reset()
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
