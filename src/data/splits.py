@@ -97,7 +97,7 @@ def build_splits(
         wanted = SPLIT_NAMES  # a fold is cut from train and val together
     found = find_rows(data_dir, labels_csv, wanted)
     rows = sorted(found.rows)  # by path: the split must not depend on the listing order
-    how = f"{found.source} of {data_dir}"
+    how = f"{found.source} ({data_dir})"
     if found.has_splits:
         if test_fraction:
             raise UserError(
@@ -140,29 +140,31 @@ def check_split_settings(val_fraction, test_fraction, num_folds, fold) -> None:
 def assign_by_fraction(rows, val_fraction, test_fraction, seed, fold) -> list[Row]:
     """Stratified test and val splits of rows that have none; the rest is train.
 
-    Both fractions are of the whole dataset. With a `fold`, val comes from the folds later.
+    Both fractions are of the whole dataset (rounded to whole images). With a `fold`, val
+    comes from the folds instead.
     """
     from sklearn.model_selection import train_test_split
 
-    def cut(pool: list[Row], share: float, name: str, fraction: float):
+    def cut(pool: list[Row], fraction: float, name: str):
+        count = max(1, round(fraction * len(rows)))  # an int: no float rounding in sklearn
         try:
             kept, taken = train_test_split(
-                pool, test_size=share, random_state=seed, stratify=[r.label for r in pool]
+                pool, test_size=count, random_state=seed, stratify=[r.label for r in pool]
             )
         except ValueError as err:  # too few images of a class, or fewer than classes
             raise UserError(
                 f"data.{name}_fraction={fraction} cannot make a stratified {name} split of "
-                f"the images per class {class_counts(pool)}: {err} Add images, or change "
+                f"the images per class {class_counts(pool)} ({err}). Add images, or change "
                 f"data.{name}_fraction."
             ) from err
         return kept, [Row(r.path, r.label, name) for r in taken]
 
-    test, val = [], []
+    pool, test, val = rows, [], []
     if test_fraction:
-        rows, test = cut(rows, test_fraction, "test", test_fraction)
+        pool, test = cut(pool, test_fraction, "test")
     if fold is None:
-        rows, val = cut(rows, val_fraction / (1 - test_fraction), "val", val_fraction)
-    return [Row(r.path, r.label, "train") for r in rows] + val + test
+        pool, val = cut(pool, val_fraction, "val")
+    return [Row(r.path, r.label, "train") for r in pool] + val + test
 
 
 def assign_fold(rows: list[Row], num_folds: int, fold: int, seed: int) -> list[Row]:
