@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from src.data.splits import build_splits
+from src.data.splits import SplitSettings, build_splits
 from src.eval import evaluate
 from src.train import train
 from tests.helpers.cli import run_cli
@@ -60,7 +60,8 @@ def test_best_checkpoint_is_tested_and_eval_reuses_the_runs_split(one_folder_run
     assert [len(split[name]) for name in ("train", "val", "test")] == [12, 4, 4]
 
     add_images(data, per_class=5)
-    assert len(build_splits(data, test_fraction=0.2).rows) == 30  # a new split would grow
+    grown = build_splits(data, SplitSettings(test_fraction=0.2))
+    assert len(grown.rows) == 30  # a split made again would take the new images
     results = evaluate(run_dir=str(run_dir), split="test")
     assert results["num_images"] == 4  # the run's own test images, from splits.csv
     assert results["acc"] == pytest.approx(summary.test_acc)

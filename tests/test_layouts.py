@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 
-from src.data.splits import build_splits
+from src.data.splits import SplitSettings, build_splits
 from src.errors import UserError
 from tests.helpers.data import datamodule
 from tests.helpers.images import (
@@ -117,7 +117,7 @@ def test_folds_partition_train_and_val_and_leave_test_out(tmp_path, layout):
     else:
         data = make_class_folders(tmp_path / "data", {"ants": 10, "bees": 10})
         settings, test_size = {"test_fraction": 0.1}, 2
-    folds = [build_splits(data, num_folds=3, fold=i, **settings) for i in range(3)]
+    folds = [build_splits(data, SplitSettings(num_folds=3, fold=i, **settings)) for i in range(3)]
     vals = [{r.path for r in s.rows if r.split == "val"} for s in folds]
     tests = [{r.path for r in s.rows if r.split == "test"} for s in folds]
     pool = {r.path for r in folds[0].rows if r.split != "test"}

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.data.download import download_image_folder
 from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
-from src.data.splits import LabelledImages, Splits, build_splits, check_split_settings, image_split
+from src.data.splits import LabelledImages, Splits, SplitSettings, build_splits, image_split
 from src.data.transforms import train_transform, val_transform
 from src.data.validation import report_files
 from src.errors import UserError
@@ -88,7 +88,6 @@ class ImageFolderDataModule(LightningDataModule):
             raise UserError(f"data.batch_size must be at least 1, got {batch_size}.")
         if num_workers is not None and num_workers < 0:
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
-        check_split_settings(val_fraction, test_fraction, num_folds, fold)
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.batch_size = batch_size
         self.num_workers = default_num_workers(cache_images) if num_workers is None else num_workers
@@ -101,15 +100,10 @@ class ImageFolderDataModule(LightningDataModule):
         self.cache_images = cache_images
         self.cache_max_gb = cache_max_gb
         self.cache_features = cache_features
-        self.split_settings = {
-            "labels_csv": labels_csv,
-            "val_fraction": val_fraction,
-            "test_fraction": test_fraction,
-            "split_seed": split_seed,
-            "num_folds": num_folds,
-            "fold": fold,
-            "splits_file": splits_file,
-        }
+        self.split_settings = SplitSettings(
+            labels_csv, val_fraction, test_fraction, split_seed, num_folds, fold
+        )
+        self.splits_file = splits_file
         self.splits: Splits | None = None
         self.train_set: LabelledImages | DecodedImageCache | None = None
         self.val_set: LabelledImages | DecodedImageCache | None = None
@@ -121,7 +115,7 @@ class ImageFolderDataModule(LightningDataModule):
     def prepare_data(self) -> None:
         """Download the data once (Lightning calls this on one process per node)."""
         # A CSV names its own images; the tutorial's zip would not hold them.
-        if self.data_dir.exists() or self.split_settings["labels_csv"]:
+        if self.data_dir.exists() or self.split_settings.labels_csv:
             return
         if not self.download or not self.download_url:
             raise UserError(
@@ -136,7 +130,7 @@ class ImageFolderDataModule(LightningDataModule):
         """Build the split (logged with its counts per class) and check every image once."""
         if self.train_set is not None:
             return
-        self.splits = build_splits(self.data_dir, **self.split_settings)
+        self.splits = build_splits(self.data_dir, self.split_settings, self.splits_file)
         log.info("%s", self.splits.describe())
         evaluation = val_transform(self.image_size, self.resize_size)
         # Cached features must not depend on random augmentation.

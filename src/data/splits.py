@@ -12,7 +12,7 @@ split to `splits.csv`, which resume and evaluation read back as they are.
 import csv
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -26,8 +26,45 @@ from src.files import write_text_atomic
 log = logging.getLogger(__name__)
 
 FILE_NAME = "splits.csv"
-# The datamodule arguments (data.* keys) that decide the split.
-SETTINGS = ("labels_csv", "val_fraction", "test_fraction", "split_seed", "num_folds", "fold")
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The data.* keys that decide a split (see the datamodule's arguments).
+
+    Checked when made: a value that cannot work raises a `UserError` naming its key.
+    """
+
+    labels_csv: str | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    split_seed: int = 0
+    num_folds: int = 5
+    fold: int | None = None
+
+    def __post_init__(self) -> None:
+        val, test = self.val_fraction, self.test_fraction
+        num_folds, fold = self.num_folds, self.fold
+        if not 0 < val < 1:
+            raise UserError(f"Invalid data.val_fraction={val}: it must be in (0, 1).")
+        if not 0 <= test < 1 or val + test >= 1:
+            raise UserError(
+                f"Invalid data.test_fraction={test}: it must be in [0, 1) and leave images "
+                f"for training (data.val_fraction + data.test_fraction = {val + test} must "
+                "be below 1)."
+            )
+        if not isinstance(num_folds, int) or isinstance(num_folds, bool) or num_folds < 2:
+            raise UserError(f"Invalid data.num_folds={num_folds}: it must be an integer >= 2.")
+        if fold is not None and (isinstance(fold, bool) or fold not in range(num_folds)):
+            raise UserError(
+                f"Invalid data.fold={fold}: with data.num_folds={num_folds} it must be one of "
+                f"0..{num_folds - 1} (or null for no cross-validation)."
+            )
+
+    @classmethod
+    def from_config(cls, data) -> "SplitSettings":
+        """The settings among a data config's keys; missing ones keep their defaults."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass
@@ -73,68 +110,44 @@ class Splits:
 
 def build_splits(
     data_dir: str | Path,
-    labels_csv: str | Path | None = None,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.0,
-    split_seed: int = 0,
-    num_folds: int = 5,
-    fold: int | None = None,
+    settings: SplitSettings | None = None,
     splits_file: str | Path | None = None,
     wanted=SPLIT_NAMES,
 ) -> Splits:
     """The split of the dataset in `data_dir`.
 
     `splits_file` (a run's `splits.csv`) is used as it is; otherwise the layout's own
-    splits are kept and missing ones made (see the module docstring). `wanted` limits which
-    split folders are read, for a caller that needs one split only.
+    splits are kept and missing ones made by `settings` (see the module docstring).
+    `wanted` limits which split folders are read, for a caller that needs one split only.
     """
-    check_split_settings(val_fraction, test_fraction, num_folds, fold)
     data_dir = Path(data_dir).expanduser()
     if splits_file is not None:
         rows = csv_rows(Path(splits_file), data_dir).rows
         return Splits(data_dir, sorted({r.label for r in rows}), rows, f"as in {splits_file}")
-    if fold is not None:
+    s = settings or SplitSettings()
+    if s.fold is not None:
         wanted = SPLIT_NAMES  # a fold is cut from train and val together
-    found = find_rows(data_dir, labels_csv, wanted)
+    found = find_rows(data_dir, s.labels_csv, wanted)
     rows = sorted(found.rows)  # by path: the split must not depend on the listing order
     how = f"{found.source} ({data_dir})"
     if found.has_splits:
-        if test_fraction:
+        if s.test_fraction:
             raise UserError(
-                f"data.test_fraction={test_fraction} splits a dataset without splits, but "
+                f"data.test_fraction={s.test_fraction} splits a dataset without splits, but "
                 f"{found.source} already name each image's split. Put the test images in a "
                 "test/ folder (or split=test rows) instead, or set data.test_fraction=0."
             )
         require_splits(rows, found.source, wanted)
     else:
-        rows = assign_by_fraction(rows, val_fraction, test_fraction, split_seed, fold)
-        how += f", stratified by split_seed {split_seed}: test_fraction {test_fraction}"
-        how += "" if fold is not None else f", val_fraction {val_fraction}"
-    if fold is not None:
-        rows = assign_fold(rows, num_folds, fold, split_seed)
-        how += f"; val = fold {fold} of {num_folds} (split_seed {split_seed})"
+        rows = assign_by_fraction(rows, s.val_fraction, s.test_fraction, s.split_seed, s.fold)
+        how += f", stratified by split_seed {s.split_seed}: test_fraction {s.test_fraction}"
+        how += "" if s.fold is not None else f", val_fraction {s.val_fraction}"
+    if s.fold is not None:
+        rows = assign_fold(rows, s.num_folds, s.fold, s.split_seed)
+        how += f"; val = fold {s.fold} of {s.num_folds} (split_seed {s.split_seed})"
     splits = Splits(data_dir, sorted({r.label for r in rows}), rows, how)
-    require_every_class_everywhere(splits, found.source, found.has_splits, fold)
+    require_every_class_everywhere(splits, found.source, found.has_splits, s.fold)
     return splits
-
-
-def check_split_settings(val_fraction, test_fraction, num_folds, fold) -> None:
-    """Raise a `UserError` naming the data.* split key whose value cannot work."""
-    if not 0 < val_fraction < 1:
-        raise UserError(f"Invalid data.val_fraction={val_fraction}: it must be in (0, 1).")
-    if not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
-        raise UserError(
-            f"Invalid data.test_fraction={test_fraction}: it must be in [0, 1) and leave "
-            f"images for training (data.val_fraction + data.test_fraction = "
-            f"{val_fraction + test_fraction} must be below 1)."
-        )
-    if not isinstance(num_folds, int) or isinstance(num_folds, bool) or num_folds < 2:
-        raise UserError(f"Invalid data.num_folds={num_folds}: it must be an integer >= 2.")
-    if fold is not None and (isinstance(fold, bool) or fold not in range(num_folds)):
-        raise UserError(
-            f"Invalid data.fold={fold}: with data.num_folds={num_folds} it must be one of "
-            f"0..{num_folds - 1} (or null for no cross-validation)."
-        )
 
 
 def assign_by_fraction(rows, val_fraction, test_fraction, seed, fold) -> list[Row]:

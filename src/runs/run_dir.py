@@ -14,7 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from src.data.splits import FILE_NAME as SPLITS_FILE
-from src.data.splits import SETTINGS, SPLIT_NAMES, Splits, build_splits
+from src.data.splits import SPLIT_NAMES, Splits, SplitSettings, build_splits
 from src.errors import UserError
 from src.runs.summary import RunSummary
 
@@ -100,8 +100,7 @@ class Run:
         recorded = self.path / SPLITS_FILE
         if data_dir is None and recorded.is_file():
             return build_splits(folder, splits_file=recorded)
-        settings = {key: data[key] for key in SETTINGS if key in data}
-        return build_splits(folder, **settings, wanted=wanted)
+        return build_splits(folder, SplitSettings.from_config(data), wanted=wanted)
 
     def metrics(self) -> dict[str, dict[int, float]]:
         """Per-epoch metrics from csv/metrics.csv: {"val/acc": {epoch: value}, ...}."""

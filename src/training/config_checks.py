@@ -5,7 +5,7 @@ Each check names the key to fix; the values a sweep may explore are left alone.
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.splits import check_split_settings
+from src.data.splits import SplitSettings
 from src.errors import UserError
 
 STRATEGIES = ("finetune", "frozen")
@@ -27,10 +27,7 @@ def check_config(cfg: DictConfig) -> None:
             "its features every step, so they cannot be computed once."
         )
     check_weights_name(OmegaConf.select(cfg, "model.weights"))
-    data = cfg.get("data") or {}
-    if "num_folds" in data:  # a datamodule of another `_target_` may have no split keys
-        fractions = data.get("val_fraction", 0.2), data.get("test_fraction", 0.0)
-        check_split_settings(*fractions, data.num_folds, data.get("fold"))
+    SplitSettings.from_config(cfg.get("data") or {})  # raises on a bad data.fold, ...
 
 
 def require(cfg: DictConfig, key: str, ok, expected: str) -> None:
