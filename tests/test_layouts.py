@@ -41,6 +41,7 @@ def one_folder(tmp_path) -> Path:
 
 
 def test_one_folder_is_split_stratified_by_the_fractions(one_folder):
+    (one_folder / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
     dm = datamodule(one_folder, val_fraction=0.2, test_fraction=0.3)
     assert dm.class_names == ["ants", "bees"]
     assert dm.splits.counts() == {

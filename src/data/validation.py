@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from src.data.images import is_image_name, load_rgb
+from src.data.images import is_hidden, is_image_name, load_rgb
 from src.errors import UserError
 from src.files import write_text_atomic
 
@@ -63,8 +63,9 @@ def class_folders(folder: Path) -> ClassFolders:
     Raises a `UserError` for a layout no classifier can train on: no class folders, a
     single one, or a class folder without images.
     """
-    # Every sub-folder is a class, as for torchvision's ImageFolder.
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    # Every sub-folder is a class, as for torchvision's ImageFolder, except hidden ones
+    # (.ipynb_checkpoints, .git, ...), which no one means as a class.
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
     if not classes:
         raise UserError(
             f"{folder} has no class folders. Expected one sub-folder per class: {LAYOUT}."
