@@ -11,7 +11,7 @@ split to `splits.csv`, which resume and evaluation read back as they are.
 
 import csv
 import io
-import logging
+from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -22,8 +22,6 @@ from src.data.layouts import SPLIT_NAMES, Row, csv_rows, find_rows
 from src.data.validation import SplitCheck, check_files
 from src.errors import UserError
 from src.files import write_text_atomic
-
-log = logging.getLogger(__name__)
 
 FILE_NAME = "splits.csv"
 
@@ -123,6 +121,8 @@ def build_splits(
     data_dir = Path(data_dir).expanduser()
     if splits_file is not None:
         rows = csv_rows(Path(splits_file), data_dir).rows
+        if any(row.split is None for row in rows):
+            raise UserError(f"{splits_file} has no split column; it is not a splits.csv.")
         return Splits(data_dir, sorted({r.label for r in rows}), rows, f"as in {splits_file}")
     s = settings or SplitSettings()
     if s.fold is not None:
@@ -134,8 +134,9 @@ def build_splits(
         if s.test_fraction:
             raise UserError(
                 f"data.test_fraction={s.test_fraction} splits a dataset without splits, but "
-                f"{found.source} already name each image's split. Put the test images in a "
-                "test/ folder (or split=test rows) instead, or set data.test_fraction=0."
+                f"this one ({found.source}) already says which split each image is in. Put "
+                "the test images in a test/ folder (or split=test rows) instead, or set "
+                "data.test_fraction=0."
             )
         require_splits(rows, found.source, wanted)
     else:
@@ -222,10 +223,10 @@ def require_every_class_everywhere(splits: Splits, source: str, given: bool, fol
         if not empty:
             continue
         per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
-        if given and fold is None:
+        if given and (fold is None or empty == ["test"]):
             fix = f"give it images in every split in {source}"
-        else:
-            fix = "add images of it, or lower data.val_fraction/data.test_fraction/num_folds"
+        else:  # each class's share of a split is rounded, and can round to none
+            fix = "add images of it, or change data.val_fraction or data.test_fraction"
         raise UserError(
             f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
             f"Every class needs images in every split: {fix}."
@@ -233,10 +234,7 @@ def require_every_class_everywhere(splits: Splits, source: str, given: bool, fol
 
 
 def class_counts(rows: list[Row]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row in rows:
-        counts[row.label] = counts.get(row.label, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(row.label for row in rows).items()))
 
 
 class LabelledImages(Dataset):
