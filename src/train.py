@@ -56,7 +56,7 @@ def train(cfg: DictConfig):
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
     from src.errors import UserError
-    from src.models.checkpoint import load_checkpoint
+    from src.models.checkpoint import load_checkpoint, require_same_shapes
     from src.runs.resume import keep_earlier_metrics, resolve_ckpt_path
     from src.runs.summary import RunSummary
     from src.training.config_checks import check_config
@@ -79,9 +79,15 @@ def train(cfg: DictConfig):
     datamodule.setup("fit")
     class_names = datamodule.class_names
     model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
-    checkpoint = None if ckpt_path is None else load_checkpoint(ckpt_path, len(class_names))
+    checkpoint = None
+    if ckpt_path is not None:
+        checkpoint = load_checkpoint(ckpt_path, len(class_names), cfg.model.get("backbone"))
+        require_same_shapes(model, checkpoint, ckpt_path)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # The strategy's callbacks (lp_ft, gradual) come first: a stage opened at the start of
+    # an epoch is then in the learning rates logged for that epoch.
+    callbacks = [instantiate(c) for c in (cfg.strategy.get("callbacks") or {}).values()]
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if cfg.data.get("cache_features"):
         callbacks.append(CacheFeatures())
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
