@@ -140,7 +140,7 @@ def test_checkpoint_of_another_backbone_names_the_one_to_use(tmp_path):
         (["strategy=lp_ft", "strategy.backbone_lr_ratio=0"], r"Invalid strategy.backbone_lr"),
         (["model.layer_decay=1.5"], r"Invalid model.layer_decay"),
         (["strategy=lp_ft", "strategy.probe_epochs=0", "data.cache_features=true"],
-         r"cache_features=true needs a frozen backbone.*probe_epochs >= 1"),
+         r"cache_features=true needs strategy=frozen.*probe_epochs >= 1"),
     ],
 )  # fmt: skip
 def test_bad_backbone_or_strategy_values_stop_before_the_data_is_read(tmp_path, overrides, message):

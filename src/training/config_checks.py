@@ -27,8 +27,8 @@ def check_config(cfg: DictConfig) -> None:
     check_phases(cfg)
     if OmegaConf.select(cfg, "data.cache_features") and not head_trains_alone_first(cfg):
         raise UserError(
-            "data.cache_features=true needs a frozen backbone: strategy=frozen, or the first "
-            "epochs of strategy=lp_ft (strategy.probe_epochs >= 1) or strategy=gradual. A "
+            "data.cache_features=true needs strategy=frozen, or a strategy that starts with "
+            "a frozen backbone: lp_ft with strategy.probe_epochs >= 1, or gradual. A "
             "backbone that trains changes its features every step, so they cannot be "
             "computed once."
         )
