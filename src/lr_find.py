@@ -47,6 +47,7 @@ def find_lr(cfg: DictConfig) -> dict:
     from lightning.pytorch.tuner import Tuner
 
     from src.errors import UserError
+    from src.train import data_and_model, strategy_callbacks
     from src.training.config_checks import check_config
     from src.training.precision import resolve_precision
 
@@ -61,16 +62,11 @@ def find_lr(cfg: DictConfig) -> dict:
         )
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
-    class_names = datamodule.class_names
-    model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
-    # Only the strategy's callbacks: they freeze what the first epochs of training freeze.
-    callbacks = [instantiate(c) for c in (cfg.strategy.get("callbacks") or {}).values()]
+    datamodule, model = data_and_model(cfg)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    # Only the strategy's callbacks: they freeze what the first epochs of training freeze.
     trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=False, precision=precision,
+        cfg.trainer, callbacks=strategy_callbacks(cfg), logger=False, precision=precision,
         enable_checkpointing=False,
     )  # fmt: skip
     finder = Tuner(trainer).lr_find(

@@ -74,11 +74,8 @@ def train(cfg: DictConfig):
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    datamodule, model = data_and_model(cfg)
     class_names = datamodule.class_names
-    model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
     checkpoint = None
     if ckpt_path is not None:
         checkpoint = load_checkpoint(ckpt_path, len(class_names), cfg.model.get("backbone"))
@@ -86,7 +83,7 @@ def train(cfg: DictConfig):
 
     # The strategy's callbacks (lp_ft, gradual) come first: a stage opened at the start of
     # an epoch is then in the learning rates logged for that epoch.
-    callbacks = [instantiate(c) for c in (cfg.strategy.get("callbacks") or {}).values()]
+    callbacks = strategy_callbacks(cfg)
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if cfg.data.get("cache_features"):
         callbacks.append(CacheFeatures())
@@ -144,6 +141,25 @@ def train(cfg: DictConfig):
             f"metrics: {', '.join(sorted(trainer.callback_metrics))}."
         )
     return summary
+
+
+def data_and_model(cfg: DictConfig):
+    """The datamodule of `cfg`, set up for fitting, and the model sized for its classes
+    (also what `src.lr_find` tests)."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    names = datamodule.class_names
+    return datamodule, instantiate(cfg.model, num_classes=len(names), class_names=names)
+
+
+def strategy_callbacks(cfg: DictConfig) -> list:
+    """The callbacks a strategy brings (`lp_ft`, `gradual`: what they freeze and open)."""
+    from hydra.utils import instantiate
+
+    return [instantiate(c) for c in (cfg.strategy.get("callbacks") or {}).values()]
 
 
 if __name__ == "__main__":

@@ -165,26 +165,30 @@ def load_local_weights(
     """
     state_dict = read_state_dict(path)
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(skip_prefixes)}
-    expected = net.state_dict()
-    missing = sorted(expected.keys() - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - expected.keys())
-    wrong_shape = [
-        f"{k} {tuple(state_dict[k].shape)} (needs {tuple(expected[k].shape)})"
-        for k in sorted(expected.keys() & state_dict.keys())
-        if tuple(state_dict[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or wrong_shape:
-        problems = [
-            f"{len(missing)} missing keys (e.g. {missing[:3]})" if missing else "",
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})" if unexpected else "",
-            f"{len(wrong_shape)} of another shape (e.g. {wrong_shape[:2]})" if wrong_shape else "",
-        ]
+    mismatch = state_dict_mismatch(net.state_dict(), state_dict)
+    if mismatch:
         raise UserError(
             f"model.weights file {path} does not hold {display_name(backbone)} weights: "
-            + "; ".join(p for p in problems if p)
-            + ". Use weights saved from the same architecture as model.backbone."
+            f"{mismatch}. Use weights saved from the same architecture as model.backbone."
         )
     net.load_state_dict(state_dict)
+
+
+def state_dict_mismatch(expected: dict, given: dict) -> str:
+    """What keeps `given` from loading where `expected` is (keys, shapes); empty if nothing."""
+    missing = sorted(expected.keys() - given.keys())
+    unexpected = sorted(given.keys() - expected.keys())
+    shapes = [
+        f"{k} {tuple(given[k].shape)} (needs {tuple(expected[k].shape)})"
+        for k in sorted(expected.keys() & given.keys())
+        if tuple(given[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = [
+        f"{len(missing)} missing keys (e.g. {missing[:3]})" if missing else "",
+        f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})" if unexpected else "",
+        f"{len(shapes)} of another shape (e.g. {shapes[:2]})" if shapes else "",
+    ]
+    return "; ".join(p for p in problems if p)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -72,19 +72,13 @@ def saved_backbone_name(checkpoint: dict) -> str:
 def require_same_shapes(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
     """Stop with what differs when the checkpoint's weights do not fit `model` (e.g. a ViT
     built for another image size)."""
-    expected, saved = model.state_dict(), checkpoint["state_dict"]
-    missing = sorted(expected.keys() - saved.keys())
-    unexpected = sorted(saved.keys() - expected.keys())
-    shapes = [
-        f"{k} {tuple(saved[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in sorted(expected.keys() & saved.keys())
-        if tuple(saved[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or shapes:
+    from src.models.backbone import state_dict_mismatch
+
+    mismatch = state_dict_mismatch(model.state_dict(), checkpoint["state_dict"])
+    if mismatch:
         raise UserError(
-            f"Checkpoint {path} does not fit the model {saved_backbone_name(checkpoint)} "
-            f"builds here: missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes "
-            f"{shapes[:3]}. Was it trained with other model.backbone_kwargs?"
+            f"Checkpoint {path} does not fit the {saved_backbone_name(checkpoint)} built "
+            f"here: {mismatch}. Was it trained with other model.backbone_kwargs?"
         )
 
 
