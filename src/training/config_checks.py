@@ -5,6 +5,7 @@ Each check names the key to fix; the values a sweep may explore are left alone.
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.data.splits import SplitSettings
 from src.errors import UserError
 
 STRATEGIES = ("finetune", "frozen", "lp_ft", "gradual")
@@ -33,6 +34,7 @@ def check_config(cfg: DictConfig) -> None:
             "computed once."
         )
     check_backbone(OmegaConf.select(cfg, "model.backbone"), OmegaConf.select(cfg, "model.weights"))
+    SplitSettings.from_config(cfg.get("data") or {})  # raises on a bad data.fold, ...
 
 
 def is_count(minimum: int):
