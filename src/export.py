@@ -52,24 +52,24 @@ def export(
     allow_unfinished: bool = False,
 ):
     """Write the checkpoint as `fmt` and check it; returns the file and the `Parity` found."""
-    from src.files import atomic_write
-    from src.inspection.parity import check_parity, run_val_images, user_images
-    from src.models.checkpoint import load_model
-    from src.models.export import export_model, metadata
-    from src.models.exported import FORMATS, ExportedModel
-    from src.predict import expand_inputs
-    from src.runs.run_dir import image_sizes, run_for_checkpoint
-
     if not ckpt_path:
         raise UserError("Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train).")
-    if fmt not in FORMATS:
-        raise UserError(f"format={fmt} is not an export format; choose one of {list(FORMATS)}.")
+    if fmt not in SUFFIXES:
+        raise UserError(f"format={fmt} is not an export format; choose one of {list(SUFFIXES)}.")
     ckpt = Path(ckpt_path).expanduser()
     output = Path(output).expanduser() if output else ckpt.with_suffix(SUFFIXES[fmt])
     if not output.parent.is_dir():
         raise UserError(f"output={output}: the folder {output.parent} does not exist.")
     if output.resolve() == ckpt.resolve():
         raise UserError(f"output={output} would overwrite the checkpoint; choose another name.")
+
+    from src.files import atomic_write
+    from src.inspection.parity import check_parity, run_val_images, user_images
+    from src.models.checkpoint import load_model
+    from src.models.export import export_model, metadata
+    from src.models.exported import ExportedModel
+    from src.predict import expand_inputs
+    from src.runs.run_dir import image_sizes, run_for_checkpoint
 
     model = load_model(ckpt)  # a foreign or damaged file stops here, with its reason
     run = run_for_checkpoint(ckpt)

@@ -12,6 +12,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.loggers import MLFlowLogger
@@ -20,6 +21,9 @@ from lightning.pytorch.utilities import rank_zero_only
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
+
+# MLflow's SQL store uses a loader option that SQLAlchemy 2.1 deprecates; nothing to act on.
+warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy is deprecated")
 
 # The tag that ties an MLflow run to its run directory, found again on resume.
 RUN_DIR_TAG = "run_dir"
@@ -49,14 +53,17 @@ class MLflowLogger(MLFlowLogger):
         tags = {**(tags or {}), RUN_DIR_TAG: str(run_dir_path)}
         if (run_dir_path.parent / "multirun.yaml").is_file():  # Hydra writes it at a sweep's root
             tags[SWEEP_DIR_TAG] = str(run_dir_path.parent)
-        super().__init__(
-            experiment_name=experiment_name,
-            run_name=run_name or display_path(run_dir_path),
-            tracking_uri=prepare_store(tracking_uri),
-            tags=tags,
-            artifact_location=artifact_location or local_artifact_location(tracking_uri),
-            **kwargs,
-        )
+        try:
+            super().__init__(
+                experiment_name=experiment_name,
+                run_name=run_name or display_path(run_dir_path),
+                tracking_uri=prepare_store(tracking_uri),
+                tags=tags,
+                artifact_location=artifact_location or local_artifact_location(tracking_uri),
+                **kwargs,
+            )
+        except Exception as err:  # MLflow's errors for URIs it cannot use differ by scheme
+            raise unusable(tracking_uri, err) from err
         self._logged_steps: dict[str, set[int]] = {}
         if rank_zero_only.rank == 0:
             self._run_id = self.earlier_run(run_dir_path)
@@ -66,20 +73,18 @@ class MLflowLogger(MLFlowLogger):
         """The id of the MLflow run this run directory already has (a resumed run), else None.
 
         Looking it up is also the check that the store answers, before any training."""
+        quote = '"' if "'" in str(run_dir) else "'"
         try:
             experiment = self._mlflow_client.get_experiment_by_name(self._experiment_name)
             if experiment is None:
                 return None
             runs = self._mlflow_client.search_runs(
                 [experiment.experiment_id],
-                filter_string=f"tags.{RUN_DIR_TAG} = '{run_dir}'",
+                filter_string=f"tags.{RUN_DIR_TAG} = {quote}{run_dir}{quote}",
                 max_results=1,
             )
         except Exception as err:  # the store's own errors differ by backend
-            raise UserError(
-                f"MLflow tracking URI {self._tracking_uri} cannot be used: "
-                f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
-            ) from err
+            raise unusable(self._tracking_uri, err) from err
         if not runs:
             return None
         run = runs[0].info
@@ -115,6 +120,17 @@ class MLflowLogger(MLFlowLogger):
         fresh = {k: v for k, v in metrics.items() if step not in self._logged_steps.get(k, ())}
         if fresh:
             super().log_metrics(fresh, step)
+
+
+def unusable(uri: str, err: Exception) -> UserError:
+    if isinstance(err, UserError):
+        return err
+    return UserError(
+        f"MLflow tracking URI {uri} cannot be used ({type(err).__name__}: "
+        f"{str(err).strip().splitlines()[0][:300]}). Correct logger.mlflow.tracking_uri "
+        "(a sqlite:///path/to/mlflow.db file or an http:// server), or train with another "
+        "logger (logger=many)."
+    )
 
 
 def prepare_store(uri: str) -> str:
