@@ -81,9 +81,8 @@ def export(
         tensors, source = user_images(expand_inputs(images), image_size, resize_size), "images="
         source += ",".join(images)
     elif run is not None:
-        data_dir = Path(run.config.get("data", {}).get("data_dir", "")).expanduser()
-        tensors = run_val_images(data_dir, class_names, parity_images, image_size, resize_size)
-        source = f"{data_dir / 'val'}"
+        tensors = run_val_images(run, class_names, parity_images, image_size, resize_size)
+        source = f"the validation split of run {run.path}"
     else:
         raise UserError(
             f"{ckpt} is not inside its run directory, so its validation images are unknown: "

@@ -2,7 +2,8 @@
 
 This is the only place that reads the whole config: it builds the datamodule, model,
 callbacks, loggers and Trainer from their `_target_` entries, fits, re-validates the best
-checkpoint and writes `summary.json` into the run directory.
+checkpoint, tests it when the data has a test split, and writes `summary.json` and
+`splits.csv` (the split it trained on) into the run directory.
 """
 
 import logging
@@ -55,13 +56,14 @@ def train(cfg: DictConfig):
     # Raised inside Lightning by a torch pytree change; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
+    from src.data.splits import FILE_NAME as SPLITS_FILE
     from src.errors import UserError
     from src.models.checkpoint import load_checkpoint
     from src.runs.resume import keep_earlier_metrics, resolve_ckpt_path
     from src.runs.summary import RunSummary
     from src.training.config_checks import check_config
     from src.training.feature_cache import CacheFeatures
-    from src.training.fit import best_checkpoint_results, fit, interruption
+    from src.training.fit import best_checkpoint_results, fit, interruption, test_best_checkpoint
     from src.training.precision import resolve_precision
     from src.training.trackers import log_config, log_run_end
 
@@ -75,9 +77,14 @@ def train(cfg: DictConfig):
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
+    # Resuming in place keeps the split the run started with, even if files were added.
+    splits_file = output_dir / SPLITS_FILE
+    reuse = {"splits_file": str(splits_file)} if ckpt_path and splits_file.is_file() else {}
+    datamodule = instantiate(cfg.data, **reuse)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if rank_zero_only.rank == 0 and getattr(datamodule, "splits", None) is not None:
+        datamodule.splits.write(splits_file)
     class_names = datamodule.class_names
     model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
     checkpoint = None if ckpt_path is None else load_checkpoint(ckpt_path, len(class_names))
@@ -101,12 +108,17 @@ def train(cfg: DictConfig):
     fit_time_s = fit(trainer, model, datamodule, ckpt_path)
     interrupted_by = interruption(trainer)
     optimized = trainer.callback_metrics.get(cfg.optimized_metric)
+    best = best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted_by)
+    test_set = getattr(datamodule, "test_set", None)
+    if test_set is not None and not interrupted_by:
+        best.update(test_best_checkpoint(trainer, model, datamodule, best.get("best_ckpt")))
     summary = RunSummary(
         strategy=cfg.strategy.name,
         num_classes=len(class_names),
         class_names=class_names,
         train_size=len(datamodule.train_set),
         val_size=len(datamodule.val_set),
+        test_size=None if test_set is None else len(test_set),
         epochs_trained=trainer.current_epoch,
         precision=str(trainer.precision),
         accelerator=type(trainer.accelerator).__name__,
@@ -118,7 +130,7 @@ def train(cfg: DictConfig):
         fit_time_s=round(fit_time_s, 2),
         optimized_metric=cfg.optimized_metric,
         optimized_value=None if optimized is None else float(optimized),
-        **best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted_by),
+        **best,
     )
     summary.wall_time_s = round(time.perf_counter() - started, 2)
     if trainer.is_global_zero:

@@ -111,6 +111,7 @@ def test_mlflow_holds_one_run_with_params_metrics_and_files(tracked_run, tmp_pat
     figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
     assert figures == {f"figures/{name}.png" for name in FIGURES}
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert run.data.metrics["summary/best_val_acc"] == pytest.approx(summary["best_val_acc"])
     (ckpt,) = client.list_artifacts(run.info.run_id, "checkpoints")
     assert ckpt.path == f"checkpoints/{summary['best_ckpt'].rsplit('/', 1)[1]}"
     copy = client.download_artifacts(run.info.run_id, "summary.json", str(tmp_path))

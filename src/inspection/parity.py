@@ -64,10 +64,10 @@ def user_images(files: list[Path], image_size: int, resize_size: int) -> torch.T
     return torch.stack(tensors)
 
 
-def run_val_images(data_dir, class_names, n: int, image_size: int, resize_size: int):
-    """`n` images of `data_dir/val` (a fixed sample over every class), checked and read as
-    training reads them."""
-    dataset = val_images(data_dir, class_names, image_size, resize_size)
+def run_val_images(run, class_names, n: int, image_size: int, resize_size: int):
+    """`n` images of the run's validation split (a fixed sample over every class), checked
+    and read as training reads them."""
+    dataset = val_images(run.splits(wanted=("val",)), class_names, image_size, resize_size)
     return torch.stack([dataset[i][0] for i in sample(len(dataset), n)])
 
 

@@ -69,6 +69,8 @@ class TransferLearningModel(LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # resuming keeps the best-so-far
+        self.test_loss = MeanMetric()
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def train(self, mode: bool = True) -> "TransferLearningModel":
         """Like `nn.Module.train`, but a frozen backbone always stays in eval mode."""
@@ -107,23 +109,40 @@ class TransferLearningModel(LightningModule):
         self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, labels = batch
-        logits = self(images)
-        self.val_loss.update(self.criterion(logits, labels), weight=labels.numel())
-        self.val_acc.update(logits, labels)
+        self.update_metrics(batch, self.val_loss, self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
         """Log loss and accuracy over the whole validation split, and the best accuracy so far."""
-        acc = self.val_acc.compute()
-        self.log("val/loss", self.val_loss.compute(), sync_dist=True)
-        self.log("val/acc", acc, sync_dist=True)
-        self.val_loss.reset()
-        self.val_acc.reset()
+        acc = self.log_metrics("val", self.val_loss, self.val_acc)
         # The sanity check before training sees two batches only; it must not set the best.
         if self.trainer.sanity_checking:
             return
         self.val_acc_best.update(acc)
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.update_metrics(batch, self.test_loss, self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        """Log loss and accuracy over the whole test split (`src.train` tests the best
+        checkpoint once, after training)."""
+        self.log_metrics("test", self.test_loss, self.test_acc)
+
+    def update_metrics(self, batch, loss: MeanMetric, acc: MulticlassAccuracy) -> None:
+        """Add a batch to a split's loss and accuracy (validation and test alike)."""
+        images, labels = batch
+        logits = self(images)
+        loss.update(self.criterion(logits, labels), weight=labels.numel())
+        acc.update(logits, labels)
+
+    def log_metrics(self, stage: str, loss: MeanMetric, acc: MulticlassAccuracy) -> torch.Tensor:
+        """Log `stage`/loss and `stage`/acc over the whole split, reset them, return the acc."""
+        value = acc.compute()
+        self.log(f"{stage}/loss", loss.compute(), sync_dist=True)
+        self.log(f"{stage}/acc", value, sync_dist=True)
+        loss.reset()
+        acc.reset()
+        return value
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

@@ -5,6 +5,7 @@ Each check names the key to fix; the values a sweep may explore are left alone.
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.data.splits import SplitSettings
 from src.errors import UserError
 
 STRATEGIES = ("finetune", "frozen")
@@ -26,6 +27,7 @@ def check_config(cfg: DictConfig) -> None:
             "its features every step, so they cannot be computed once."
         )
     check_weights_name(OmegaConf.select(cfg, "model.weights"))
+    SplitSettings.from_config(cfg.get("data") or {})  # raises on a bad data.fold, ...
 
 
 def require(cfg: DictConfig, key: str, ok, expected: str) -> None:

@@ -1,9 +1,11 @@
 """What the experiment trackers get besides Lightning's per-epoch metrics: the resolved config
 as parameters when a run starts, and the run's results when it ends.
 
-- TensorBoard: the config as hyperparameters with best val/acc as their metric (the HParams
-  tab compares a sweep's jobs), and the figures as images.
-- MLflow: `summary.json`, `config.yaml`, the figures and the best checkpoint as artifacts.
+- TensorBoard: the config as hyperparameters with best val/acc (and test accuracy, when the
+  data has a test split) as their metrics (the HParams tab compares a sweep's jobs), and the
+  figures as images.
+- MLflow: the same results as metrics (`summary/best_val_acc`, `summary/test_acc`), and
+  `summary.json`, `config.yaml`, the figures and the best checkpoint as artifacts.
 - W&B: the figures as images and the summary's numbers in the run summary.
 
 The CSV logger needs none of this: the run directory already holds those files.
@@ -50,18 +52,23 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
     run_dir = Path(run_dir)
     figures = sorted((run_dir / "figures").glob("*.png"))
     best_ckpt = summary.best_ckpt_path(run_dir)
+    # The numbers a sweep is compared by (test_acc only when the data has a test split).
+    results = {
+        key: getattr(summary, key)
+        for key in ("best_val_acc", "test_acc")
+        if getattr(summary, key, None) is not None
+    }
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            metrics = (
-                {} if summary.best_val_acc is None else {"hp/best_val_acc": summary.best_val_acc}
-            )
-            logger.log_hyperparams(flat_config(cfg), metrics)
+            logger.log_hyperparams(flat_config(cfg), {f"hp/{k}": v for k, v in results.items()})
             for path in figures:
                 image = np.asarray(load_rgb(path))
                 logger.experiment.add_image(f"figures/{path.stem}", image, step, dataformats="HWC")
             logger.experiment.flush()
         elif isinstance(logger, MLFlowLogger):
             client, run_id = logger.experiment, logger.run_id
+            for key, value in results.items():
+                client.log_metric(run_id, f"summary/{key}", value)
             for path in (run_dir / "summary.json", run_dir / "config.yaml"):
                 if path.is_file():
                     client.log_artifact(run_id, str(path))
