@@ -65,6 +65,7 @@ def train(cfg: DictConfig):
     from src.training.feature_cache import CacheFeatures
     from src.training.fit import best_checkpoint_results, fit, interruption, test_best_checkpoint
     from src.training.precision import resolve_precision
+    from src.training.trackers import log_config, log_run_end
 
     check_config(cfg)
     started = time.perf_counter()
@@ -92,11 +93,13 @@ def train(cfg: DictConfig):
     # an epoch is then in the learning rates logged for that epoch.
     callbacks = strategy_callbacks(cfg)
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [c for c in callbacks if c is not None]  # progress_bar: none when disabled
     if cfg.data.get("cache_features"):
         callbacks.append(CacheFeatures())
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     if checkpoint:
         keep_earlier_metrics(loggers, checkpoint)
+    log_config(loggers, cfg)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, precision=precision)
     if not any(getattr(c, "save_last", False) for c in trainer.checkpoint_callbacks):
@@ -139,6 +142,7 @@ def train(cfg: DictConfig):
             from src.inspection.run_figures import write_run_figures
 
             log.info("Figures: %s", ", ".join(p.name for p in write_run_figures(output_dir)))
+        log_run_end(trainer.loggers, output_dir, summary, cfg, trainer.global_step)
         log.info(summary.result_line(output_dir))
         if interrupted_by:
             log.warning(
