@@ -196,6 +196,13 @@ class ImageFolderDataModule(LightningDataModule):
         """Serve these (backbone features, label) datasets instead of the images from now on."""
         self.features = {"train": train, "val": val}
 
+    def use_images(self) -> None:
+        """Serve the images again (the backbone trains now), with the train augmentation
+        that `cache_features` had switched off."""
+        self.features = {}
+        if self.cache_features and self.train_set is not None:
+            self.train_set.transform = train_transform(self.image_size)
+
     def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
         # Features are tensors already in memory: worker processes would only add cost.
         num_workers = self.num_workers if workers else 0
