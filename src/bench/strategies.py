@@ -5,7 +5,8 @@ best validation accuracy over seeds.
         convnext_tiny] [--strategies finetune frozen lp_ft gradual] [--epochs 3] \\
         [--seeds 1 2 3] [--weights null] [--out DIR] [extra src.train overrides ...]
 
-Each run is `python -m src.train model=<model> strategy=<strategy> seed=<seed> ...` in a
+Each run is `python -m src.train model=<model> strategy=<strategy> seed=<seed> ...` (or
+`model.backbone=<model>` for a backbone without a `conf/model` file) in a
 fresh process, so its peak resident memory (read from the OS when it exits) is its own.
 `lp_ft` probes for 1 epoch and `gradual` opens one stage per epoch, so that short runs see
 every phase. Prints one Markdown table; each run's directory is under `--out`.
@@ -32,7 +33,7 @@ def run(model: str, strategy: str, seed: int, args, extra: list[str]) -> dict:
     """One training run; its summary.json fields plus `peak_rss_gb`."""
     run_dir = Path(args.out) / f"{model}_{strategy}_seed{seed}"
     command = [
-        sys.executable, "-m", "src.train", f"model={model}", f"strategy={strategy}",
+        sys.executable, "-m", "src.train", model_override(model), f"strategy={strategy}",
         f"seed={seed}", f"model.weights={args.weights}", f"data.data_dir={args.data_dir}",
         f"trainer.max_epochs={args.epochs}", "figures=false", "trainer.enable_progress_bar=false",
         f"hydra.run.dir={run_dir}", *STRATEGY_OVERRIDES.get(strategy, []), *extra,
@@ -47,6 +48,12 @@ def run(model: str, strategy: str, seed: int, args, extra: list[str]) -> dict:
     # Linux reports ru_maxrss in KiB (macOS in bytes).
     scale = 1 if sys.platform == "darwin" else 1024
     return {**summary, "peak_rss_gb": usage.ru_maxrss * scale / 1e9}
+
+
+def model_override(model: str) -> str:
+    """`model=<name>` where conf/model/ has that file, else the backbone of `model=resnet18`."""
+    has_config = (Path(__file__).parents[2] / "conf" / "model" / f"{model}.yaml").is_file()
+    return f"model={model}" if has_config else f"model.backbone={model}"
 
 
 def table(results: dict[tuple[str, str], list[dict]]) -> str:
