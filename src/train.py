@@ -2,7 +2,8 @@
 
 This is the only place that reads the whole config: it builds the datamodule, model,
 callbacks, loggers and Trainer from their `_target_` entries, fits, re-validates the best
-checkpoint and writes `summary.json` into the run directory.
+checkpoint, tests it when the data has a test split, and writes `summary.json` and
+`splits.csv` (the split it trained on) into the run directory.
 """
 
 import logging
@@ -85,15 +86,17 @@ def train(cfg: DictConfig):
     # Raised inside Lightning by a torch pytree change; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
+    from src.data.splits import FILE_NAME as SPLITS_FILE
     from src.errors import UserError
-    from src.models.checkpoint import load_checkpoint
+    from src.models.checkpoint import load_checkpoint, require_same_shapes
     from src.runs.resume import keep_earlier_metrics, resolve_ckpt_path
     from src.runs.slurm_job import lightning_slurm_plugins
     from src.runs.summary import RunSummary
     from src.training.config_checks import check_config
     from src.training.feature_cache import CacheFeatures
-    from src.training.fit import best_checkpoint_results, fit, interruption
+    from src.training.fit import best_checkpoint_results, fit, interruption, test_best_checkpoint
     from src.training.precision import resolve_precision
+    from src.training.trackers import log_config, log_run_end
 
     check_config(cfg)
     started = time.perf_counter()
@@ -105,19 +108,29 @@ def train(cfg: DictConfig):
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    # Resuming in place keeps the split the run started with, even if files were added.
+    splits_file = output_dir / SPLITS_FILE
+    reuse = {"splits_file": str(splits_file)} if ckpt_path and splits_file.is_file() else {}
+    datamodule, model = data_and_model(cfg, **reuse)
+    if rank_zero_only.rank == 0 and getattr(datamodule, "splits", None) is not None:
+        datamodule.splits.write(splits_file)
     class_names = datamodule.class_names
-    model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
-    checkpoint = None if ckpt_path is None else load_checkpoint(ckpt_path, len(class_names))
+    checkpoint = None
+    if ckpt_path is not None:
+        checkpoint = load_checkpoint(ckpt_path, len(class_names), cfg.model.get("backbone"))
+        require_same_shapes(model, checkpoint, ckpt_path)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # The strategy's callbacks (lp_ft, gradual) come first: a stage opened at the start of
+    # an epoch is then in the learning rates logged for that epoch.
+    callbacks = strategy_callbacks(cfg)
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [c for c in callbacks if c is not None]  # progress_bar: none when disabled
     if cfg.data.get("cache_features"):
         callbacks.append(CacheFeatures())
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     if checkpoint:
         keep_earlier_metrics(loggers, checkpoint)
+    log_config(loggers, cfg)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     plugins = [*instantiate(cfg.trainer.get("plugins") or []), *lightning_slurm_plugins()]
     trainer = instantiate(
@@ -132,12 +145,17 @@ def train(cfg: DictConfig):
     fit_time_s = fit(trainer, model, datamodule, ckpt_path)
     interrupted_by = interruption(trainer)
     optimized = trainer.callback_metrics.get(cfg.optimized_metric)
+    best = best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted_by)
+    test_set = getattr(datamodule, "test_set", None)
+    if test_set is not None and not interrupted_by:
+        best.update(test_best_checkpoint(trainer, model, datamodule, best.get("best_ckpt")))
     summary = RunSummary(
         strategy=cfg.strategy.name,
         num_classes=len(class_names),
         class_names=class_names,
         train_size=len(datamodule.train_set),
         val_size=len(datamodule.val_set),
+        test_size=None if test_set is None else len(test_set),
         epochs_trained=trainer.current_epoch,
         precision=str(trainer.precision),
         accelerator=type(trainer.accelerator).__name__,
@@ -149,7 +167,7 @@ def train(cfg: DictConfig):
         fit_time_s=round(fit_time_s, 2),
         optimized_metric=cfg.optimized_metric,
         optimized_value=None if optimized is None else float(optimized),
-        **best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted_by),
+        **best,
     )
     summary.wall_time_s = round(time.perf_counter() - started, 2)
     if trainer.is_global_zero:
@@ -158,6 +176,7 @@ def train(cfg: DictConfig):
             from src.inspection.run_figures import write_run_figures
 
             log.info("Figures: %s", ", ".join(p.name for p in write_run_figures(output_dir)))
+        log_run_end(trainer.loggers, output_dir, summary, cfg, trainer.global_step)
         log.info(summary.result_line(output_dir))
     if optimized is None and not interrupted_by:
         raise UserError(
@@ -166,6 +185,25 @@ def train(cfg: DictConfig):
             f"metrics: {', '.join(sorted(trainer.callback_metrics))}."
         )
     return summary
+
+
+def data_and_model(cfg: DictConfig, **data_kwargs):
+    """The datamodule of `cfg` (with `data_kwargs` on top), set up for fitting, and the
+    model sized for its classes (also what `src.lr_find` tests)."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data, **data_kwargs)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    names = datamodule.class_names
+    return datamodule, instantiate(cfg.model, num_classes=len(names), class_names=names)
+
+
+def strategy_callbacks(cfg: DictConfig) -> list:
+    """The callbacks a strategy brings (`lp_ft`, `gradual`: what they freeze and open)."""
+    from hydra.utils import instantiate
+
+    return [instantiate(c) for c in (cfg.strategy.get("callbacks") or {}).values()]
 
 
 if __name__ == "__main__":

@@ -65,14 +65,23 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, log_dir: Path) ->
 
 
 def keep_earlier_metrics(loggers: list, checkpoint: dict) -> None:
-    """Keep metrics.csv rows of the epochs the checkpoint has trained.
+    """Keep the metrics of the epochs the checkpoint has trained, and only those.
 
     Lightning's CSV logger deletes an existing metrics.csv when it starts; rows written after
     the checkpoint (an epoch the kill cut short) are dropped, as that epoch runs again.
+    TensorBoard gets `purge_step`: its readers hide the earlier events from that step on.
+    (MLflow continues its run itself, see src/training/mlflow_logger.py.)
     """
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            # The logger passes its keyword arguments on to the SummaryWriter it creates on
+            # first use, which writes the purge marker; a writer re-opened after training
+            # (for the figures) must not purge the resumed epochs again.
+            logger._kwargs["purge_step"] = checkpoint["global_step"]
+            logger.experiment  # noqa: B018
+            del logger._kwargs["purge_step"]
         if not isinstance(logger, CSVLogger):
             continue
         path = Path(logger.log_dir) / "metrics.csv"
