@@ -90,7 +90,7 @@ def test_an_onnx_file_labels_images_without_lightning_or_its_run(exported, best_
     """)
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "8 images labelled, 0 not readable" in result.stdout

@@ -5,11 +5,12 @@ best validation accuracy over seeds.
         convnext_tiny] [--strategies finetune frozen lp_ft gradual] [--epochs 3] \\
         [--seeds 1 2 3] [--weights null] [--out DIR] [extra src.train overrides ...]
 
-Each run is `python -m src.train model=<model> strategy=<strategy> seed=<seed> ...` (or
-`model.backbone=<model>` for a backbone without a `conf/model` file) in a
-fresh process, so its peak resident memory (read from the OS when it exits) is its own.
+Each model and strategy is one Hydra multirun over the seeds,
+`python -m src.train -m model=<model> strategy=<strategy> seed=1,2,3 ...` (or
+`model.backbone=<model>` for a backbone without a `conf/model` file), in a fresh process
+whose peak resident memory (the largest of its jobs) is read from the OS when it exits.
 `lp_ft` probes for 1 epoch and `gradual` opens one stage per epoch, so that short runs see
-every phase. Prints one Markdown table; each run's directory is under `--out`.
+every phase. Prints one Markdown table; each sweep's directory is under `--out`.
 """
 
 import argparse
@@ -29,25 +30,28 @@ STRATEGY_OVERRIDES = {
 }
 
 
-def run(model: str, strategy: str, seed: int, args, extra: list[str]) -> dict:
-    """One training run; its summary.json fields plus `peak_rss_gb`."""
-    run_dir = Path(args.out) / f"{model}_{strategy}_seed{seed}"
+def sweep(model: str, strategy: str, args, extra: list[str]) -> list[dict]:
+    """One multirun over the seeds; each job's summary.json fields plus the sweep's
+    `peak_rss_gb` and `cpu_s` (user + system seconds of the whole process)."""
+    sweep_dir = Path(args.out) / f"{model}_{strategy}"
+    seeds = ",".join(str(s) for s in args.seeds)
     command = [
-        sys.executable, "-m", "src.train", model_override(model), f"strategy={strategy}",
-        f"seed={seed}", f"model.weights={args.weights}", f"data.data_dir={args.data_dir}",
+        sys.executable, "-m", "src.train", "-m", model_override(model), f"strategy={strategy}",
+        f"seed={seeds}", f"model.weights={args.weights}", f"data.data_dir={args.data_dir}",
         f"trainer.max_epochs={args.epochs}", "figures=false", "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={run_dir}", *STRATEGY_OVERRIDES.get(strategy, []), *extra,
+        f"hydra.sweep.dir={sweep_dir}", *STRATEGY_OVERRIDES.get(strategy, []), *extra,
     ]  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "bench.log", "w") as log:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / "bench.log", "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own resource usage
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"Run failed ({' '.join(command)}); see {run_dir / 'bench.log'}")
-    summary = json.loads((run_dir / "summary.json").read_text())
+        raise SystemExit(f"Sweep failed ({' '.join(command)}); see {sweep_dir / 'bench.log'}")
     # Linux reports ru_maxrss in KiB (macOS in bytes).
-    scale = 1 if sys.platform == "darwin" else 1024
-    return {**summary, "peak_rss_gb": usage.ru_maxrss * scale / 1e9}
+    peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024) / 1e9
+    cpu = usage.ru_utime + usage.ru_stime
+    jobs = sorted(sweep_dir.glob("*/summary.json"))
+    return [{**json.loads(p.read_text()), "peak_rss_gb": peak, "cpu_s": cpu} for p in jobs]
 
 
 def model_override(model: str) -> str:
@@ -57,16 +61,19 @@ def model_override(model: str) -> str:
 
 
 def table(results: dict[tuple[str, str], list[dict]]) -> str:
-    """Per model and strategy: mean s/epoch, the largest peak memory, accuracy over seeds."""
-    header = ["model", "strategy", "s/epoch", "peak memory (GB)", "best val acc", "seeds"]
-    rows = [header, ["---"] * 2 + ["---:"] * 4]
+    """Per model and strategy: mean wall s/epoch (training and validation), CPU s/epoch (of
+    the whole process, start-up included), peak memory, accuracy over seeds."""
+    header = ["model", "strategy", "s/epoch", "CPU s/epoch", "peak GB", "best val acc", "seeds"]
+    rows = [header, ["---"] * 2 + ["---:"] * 5]
     for (model, strategy), runs in results.items():
         accs = [r["best_val_acc"] for r in runs]
         spread = statistics.stdev(accs) if len(accs) > 1 else 0.0
         seconds = statistics.mean(r["fit_time_s"] / r["epochs_trained"] for r in runs)
+        cpu = runs[0]["cpu_s"] / sum(r["epochs_trained"] for r in runs)
         memory = max(r["peak_rss_gb"] for r in runs)
         accuracy = f"{statistics.mean(accs):.3f} ± {spread:.3f}"
-        rows.append([model, strategy, f"{seconds:.1f}", f"{memory:.2f}", accuracy, str(len(runs))])
+        cells = [f"{seconds:.1f}", f"{cpu:.1f}", f"{memory:.2f}", accuracy, str(len(runs))]
+        rows.append([model, strategy, *cells])
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
@@ -87,14 +94,15 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     for model in args.models:
         for strategy in args.strategies:
-            for seed in args.seeds:
-                result = run(model, strategy, seed, args, extra)
-                results.setdefault((model, strategy), []).append(result)
-                print(
-                    f"{model} {strategy} seed {seed}: best val acc {result['best_val_acc']:.4f}, "
-                    f"{result['fit_time_s']:.0f} s, {result['peak_rss_gb']:.2f} GB",
-                    flush=True,
-                )
+            runs = sweep(model, strategy, args, extra)
+            results[(model, strategy)] = runs
+            accs = ", ".join(f"{r['best_val_acc']:.4f}" for r in runs)
+            print(
+                f"{model} {strategy}: best val acc {accs}; "
+                f"{sum(r['fit_time_s'] for r in runs):.0f} s fitting, {runs[0]['cpu_s']:.0f} "
+                f"CPU s in all, {runs[0]['peak_rss_gb']:.2f} GB",
+                flush=True,
+            )
     print(table(results))
 
 
