@@ -60,6 +60,17 @@ def assert_continued_to_the_end(sweep_dir: Path) -> None:
 
 
 @pytest.fixture
+def sweep_dir(tmp_path):
+    """The sweep's directory; jobs of it still queued or running after the test (one that
+    failed half-way) are cancelled, so that they do not hold the cluster's CPUs."""
+    path = tmp_path / "sweep"
+    yield path
+    jobs = sweep_job_ids(path)
+    if jobs:
+        subprocess.run(["scancel", *jobs], capture_output=True)
+
+
+@pytest.fixture
 def long_epochs(tmp_path) -> Path:
     # 20 training images in batches of 4: epochs long enough to signal a job within one.
     return make_image_folder(tmp_path / "data20", train_per_class=10)
@@ -69,8 +80,7 @@ RECIPE = ["strategy=frozen", "trainer.max_epochs=3", "trainer.deterministic=true
 
 
 @pytest.mark.slow
-def test_cpu_partition_sweep_with_default_resources(slurm_partition, image_folder, tmp_path):
-    sweep_dir = tmp_path / "sweep"
+def test_cpu_partition_sweep_with_default_resources(slurm_partition, image_folder, sweep_dir):
     # Nothing but the partition is set for SLURM: cpus, memory and GPUs come from the config.
     sweep = ["strategy=frozen", "trainer.max_epochs=1", "model.optimizer.lr=0.01,0.001"]
     result = run_cli(*slurm_args(slurm_partition, sweep_dir, image_folder, *sweep))
@@ -97,14 +107,13 @@ def read_rows(sweep_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_two_slurm_tasks_train_one_ddp_run_that_single_process_eval_confirms(
-    slurm_partition, tmp_path
+    slurm_partition, sweep_dir, tmp_path
 ):
     from src.eval import evaluate
 
     data = make_image_folder(
         tmp_path / "data", classes=("a", "b", "c"), train_per_class=4, val_per_class=3
     )
-    sweep_dir = tmp_path / "sweep"
     result = run_cli(*slurm_args(
         slurm_partition, sweep_dir, data, "trainer=ddp_cpu", "hydra.launcher.cpus_per_task=1",
         "trainer.precision=32-true", "strategy=finetune", "model.optimizer.lr=0.01",
@@ -129,13 +138,12 @@ def test_two_slurm_tasks_train_one_ddp_run_that_single_process_eval_confirms(
 
 @pytest.mark.slow
 def test_scancel_term_stops_the_job_after_a_batch_and_the_sweep_resumes_it(
-    slurm_partition, long_epochs, tmp_path
+    slurm_partition, long_epochs, sweep_dir
 ):
-    sweep_dir = tmp_path / "sweep"
     process = start_sweep(*slurm_args(slurm_partition, sweep_dir, long_epochs, *RECIPE))
     job_id = job_after_first_epoch(sweep_dir, process)
     subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
-    stderr = process.communicate(timeout=300)[1]
+    stderr = process.communicate(timeout=900)[1]
     assert process.returncode != 0
     job_dir = sweep_dir / "0"
     stopped = summary(job_dir)
@@ -157,9 +165,8 @@ def test_scancel_term_stops_the_job_after_a_batch_and_the_sweep_resumes_it(
 
 @pytest.mark.slow
 def test_time_limit_warning_requeues_the_job_which_continues_from_last_ckpt(
-    slurm_partition, long_epochs, tmp_path
+    slurm_partition, long_epochs, sweep_dir
 ):
-    sweep_dir = tmp_path / "sweep"
     process = start_sweep(*slurm_args(
         slurm_partition, sweep_dir, long_epochs, *RECIPE, "hydra.launcher.max_num_timeout=1"
     ))  # fmt: skip
@@ -169,16 +176,15 @@ def test_time_limit_warning_requeues_the_job_which_continues_from_last_ckpt(
     wait_for(lambda: job_state(job_id) == "PENDING", "the requeued job", process)
     # SLURM holds a requeued job for two minutes; let it start now.
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
-    stderr = process.communicate(timeout=300)[1]
+    stderr = process.communicate(timeout=900)[1]
     assert process.returncode == 0, stderr[-3000:]
     assert_continued_to_the_end(sweep_dir)
 
 
 @pytest.mark.slow
 def test_a_job_failing_inside_slurm_names_its_cause_and_logs_and_the_other_completes(
-    slurm_partition, image_folder, tmp_path
+    slurm_partition, image_folder, sweep_dir
 ):
-    sweep_dir = tmp_path / "sweep"
     result = run_cli(*slurm_args(
         slurm_partition, sweep_dir, image_folder, "strategy=frozen", "trainer.max_epochs=1",
         "hydra.launcher.cpus_per_task=1", "data.batch_size=0,4",
@@ -203,9 +209,8 @@ def test_a_job_failing_inside_slurm_names_its_cause_and_logs_and_the_other_compl
     ],
 )
 def test_a_request_slurm_cannot_serve_stops_before_submitting(
-    slurm_partition, image_folder, tmp_path, override, message
+    slurm_partition, image_folder, sweep_dir, override, message
 ):
-    sweep_dir = tmp_path / "sweep"
     result = run_cli(*slurm_args(slurm_partition, sweep_dir, image_folder, override))
     assert result.returncode == 2
     assert message in result.stderr + result.stdout
@@ -218,7 +223,7 @@ def test_missing_sbatch_is_named_before_anything_runs(image_folder, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "src.train", *slurm_args("x", tmp_path / "sweep", image_folder)],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PATH": str(empty)},
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 2
     assert "sbatch, which is not on this machine's PATH" in result.stderr + result.stdout

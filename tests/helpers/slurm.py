@@ -33,7 +33,7 @@ def job_state(job_id: str) -> str:
     return out.strip()
 
 
-def wait_for(condition, what: str, process: subprocess.Popen | None = None, timeout=300):
+def wait_for(condition, what: str, process: subprocess.Popen | None = None, timeout=900):
     """Poll `condition()` until it is true; fail with `what` on a timeout or when `process`
     ended first."""
     deadline = time.monotonic() + timeout
