@@ -257,7 +257,7 @@ def test_a_gpu_job_on_a_cpu_partition_is_refused_with_the_reason():
 
 
 def test_squeue_watcher_counts_a_job_squeue_forgot_as_ended():
-    watcher = SqueueWatcher(delay_s=60)
+    watcher = SqueueWatcher(delay_s=60, settle_s=0)
     for job_id in ("7_0", "7_1", "8"):
         watcher.register_job(job_id)
     info = watcher.read_info("7_0|RUNNING|vm\n7_1|PENDING|\n")
@@ -266,3 +266,15 @@ def test_squeue_watcher_counts_a_job_squeue_forgot_as_ended():
         "7_1": "PENDING",
         "8": "ENDED",
     }
+
+
+def test_squeue_watcher_waits_before_it_believes_an_ended_state():
+    # A requeued job can show FAILED for a moment on its way back to PENDING (CI saw it).
+    watcher = SqueueWatcher(delay_s=60, settle_s=3600)
+    watcher.register_job("9")
+    assert watcher.read_info("9|FAILED|vm\n")["9"]["State"] == "COMPLETING"
+    assert watcher.read_info("9|PENDING|\n")["9"]["State"] == "PENDING"
+    # Once an ended state has lasted settle_s, it is the job's state.
+    settled = SqueueWatcher(delay_s=60, settle_s=0)
+    settled.register_job("9")
+    assert settled.read_info("9|FAILED|vm\n")["9"]["State"] == "FAILED"
