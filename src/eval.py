@@ -52,13 +52,12 @@ def evaluate(
     from src.data.splits import build_splits
     from src.inspection.predictions import labelled_images, predict_dataset
     from src.models.checkpoint import load_model
-    from src.runs.run_dir import Run, run_for_checkpoint
+    from src.runs.run_dir import Run, image_sizes, run_for_checkpoint
 
     if not ckpt_path and not run_dir:
         raise UserError("Nothing to evaluate: pass ckpt_path=PATH/TO/x.ckpt or run_dir=DIR.")
     run = Run(run_dir) if run_dir else run_for_checkpoint(ckpt_path)
     ckpt = Path(ckpt_path) if ckpt_path else run.best_ckpt
-    run_data = run.config.get("data", {}) if run else {}
     if run:
         splits = run.splits(data_dir, wanted=(split,))
     elif data_dir:
@@ -68,8 +67,7 @@ def evaluate(
             f"No training run found beside {ckpt} to take the data folder from; "
             "pass data.data_dir=/path/to/data (holding val/<class>/ images)."
         )
-    image_size = image_size or run_data.get("image_size", 224)
-    resize_size = resize_size or run_data.get("resize_size", 256)
+    image_size, resize_size = image_sizes(run, image_size, resize_size)
 
     from src.data.transforms import val_transform
 

@@ -73,7 +73,7 @@ def test_cli_writes_eval_json_and_prints_the_table(trained_run, tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output.read_text())

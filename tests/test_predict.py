@@ -95,7 +95,7 @@ def test_cli_prints_and_writes_the_csv(lone_checkpoint, new_images, tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_rows(tmp_path / "preds.csv")

@@ -53,7 +53,7 @@ def start(run_dir: Path, data: Path, *overrides: str) -> subprocess.Popen:
 
 
 def wait_for_first_checkpoint(
-    process: subprocess.Popen, run_dir: Path, timeout=300, epoch: int = 0
+    process: subprocess.Popen, run_dir: Path, timeout=900, epoch: int = 0
 ) -> None:
     """Wait until `last.ckpt` holds `epoch` or a later one."""
     last, deadline = run_dir / "checkpoints" / "last.ckpt", time.monotonic() + timeout
@@ -78,7 +78,7 @@ def test_signal_stops_cleanly_and_marks_the_summary_interrupted(tmp_path, data, 
     process = start(run_dir, data)
     wait_for_first_checkpoint(process, run_dir)
     process.send_signal(sig)
-    stderr = process.communicate(timeout=300)[1]
+    stderr = process.communicate(timeout=900)[1]
     assert process.returncode == code, stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] is True
@@ -107,7 +107,7 @@ def test_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path,
 
     result = run_cli(f"resume={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert reference.wait(timeout=300) == 0
+    assert reference.wait(timeout=900) == 0
     resumed = json.loads((run_dir / "summary.json").read_text())
     uninterrupted = json.loads((tmp_path / "reference" / "summary.json").read_text())
     assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
@@ -151,7 +151,7 @@ def test_gradual_run_killed_mid_phase_resumes_to_the_uninterrupted_result(tmp_pa
 
     result = run_cli(f"resume={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
+    assert reference.wait(timeout=900) == 0, reference.stderr.read()[-3000:]
     resumed = json.loads((run_dir / "summary.json").read_text())
     uninterrupted = json.loads((tmp_path / "reference" / "summary.json").read_text())
     assert resumed["epochs_trained"] == 4

@@ -14,7 +14,7 @@ import torch
 from src.inspection import figures
 from src.inspection.predictions import Predictions, predict_dataset, train_images, val_images
 from src.models.checkpoint import load_model
-from src.runs.run_dir import Run
+from src.runs.run_dir import Run, image_sizes
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +25,6 @@ FIGURE_NAMES = (
     "learning_curves",
     "top_losses",
 )
-
-
-def image_sizes(run: Run) -> tuple[int, int]:
-    """Crop size and validation resize size the run trained with."""
-    data = run.config.get("data", {})
-    return data.get("image_size", 224), data.get("resize_size", 256)
 
 
 def val_predictions(run: Run, data_dir=None, ckpt_path=None) -> tuple[Predictions, object]:

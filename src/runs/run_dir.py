@@ -229,3 +229,10 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
+
+
+def image_sizes(run: Run | None, image_size=None, resize_size=None) -> tuple[int, int]:
+    """Crop and resize sizes for a run's checkpoint: the given ones, else those of the run's
+    config.yaml, else the tutorial's 224 / 256."""
+    data = run.config.get("data", {}) if run else {}
+    return image_size or data.get("image_size", 224), resize_size or data.get("resize_size", 256)

@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.helpers.config import ROOT
 
 
-def run_module(module: str, *args: str, cwd: Path = ROOT, timeout: int = 300):
+def run_module(module: str, *args: str, cwd: Path = ROOT, timeout: int = 900):
     """`python -m <module> <args>` from `cwd`, with this checkout importable."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
