@@ -31,3 +31,21 @@ def test_benchmark_reports_both_loops_for_each_strategy(image_folder, tmp_path):
         assert template["wall_ratio_vs_tutorial"] == pytest.approx(expected, rel=0.02)
         assert 0.0 <= template["best_val_acc"] <= 1.0
     assert "| frozen | 42 | template |" in (out / "bench.md").read_text()
+
+
+def test_strategy_benchmark_reports_each_seed_of_a_multirun(image_folder, tmp_path):
+    out = tmp_path / "strategies"
+    result = subprocess.run(
+        [sys.executable, "-m", "src.bench.strategies", "--data-dir", str(image_folder),
+         "--models", "mobilenet_v3_small", "--strategies", "lp_ft", "--epochs", "2",
+         "--seeds", "1", "2", "--out", str(out), "data.num_workers=0", "data.image_size=32",
+         "data.resize_size=36"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/summary.json"))]
+    assert [(s["strategy"], s["seed"], s["epochs_trained"]) for s in summaries] == [
+        ("lp_ft", 1, 2), ("lp_ft", 2, 2),
+    ]  # fmt: skip
+    row = result.stdout.strip().splitlines()[-1]
+    assert row.startswith("| mobilenet_v3_small | lp_ft |") and row.endswith("| 2 |")
