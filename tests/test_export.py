@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import LightningModule
 
 from src.errors import UserError
 from src.export import ParityError, export
+from src.models.export import export_model, metadata
 from src.models.exported import ExportedModel
 from src.predict import predict, write_csv
 from tests.helpers.cli import run_module
@@ -95,6 +97,33 @@ def test_an_onnx_file_labels_images_without_lightning_or_its_run(exported, best_
     assert result.returncode == 0, result.stderr[-3000:]
     assert "8 images labelled, 0 not readable" in result.stdout
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 1 + 8
+
+
+class ClassToken(LightningModule):
+    """A network whose forward uses the batch size, as a ViT does with its class token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = torch.nn.Parameter(torch.randn(1, 1, 3))
+        self.fc = torch.nn.Linear(3, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.flatten(2).transpose(1, 2)  # (N, H*W, 3)
+        tokens = torch.cat([self.token.expand(images.shape[0], -1, -1), pixels], dim=1)
+        return self.fc(tokens.mean(dim=1))
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIXES))
+def test_a_forward_that_uses_the_batch_size_exports_with_any_batch(tmp_path, fmt):
+    model = ClassToken().eval()
+    path = tmp_path / f"m{SUFFIXES[fmt]}"
+    with open(path, "wb") as f:
+        export_model(model, fmt, f, metadata(["a", "b"], 8, 8), image_size=8)
+    exported = ExportedModel(path)
+    for batch in (1, 5):
+        images = torch.randn(batch, 3, 8, 8)
+        expected = model(images).softmax(dim=1)
+        assert exported(images) == pytest.approx(expected.detach(), abs=1e-6)
 
 
 @pytest.mark.slow

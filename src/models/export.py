@@ -53,33 +53,48 @@ def metadata(class_names: list[str], image_size: int, resize_size: int) -> dict[
 
 
 def export_model(model, fmt: str, f: IO[bytes], info: dict[str, str], image_size: int) -> None:
-    """Write `model` as `fmt` ("onnx" or "torchscript") to the open file `f`.
-
-    Both go through torch.export, which captures the network without running Lightning's
-    hooks or properties (a LightningModule outside a Trainer cannot be traced by TorchScript).
-    """
-    module = Probabilities(model.float().eval()).eval()
-    # Batch 2: an example batch of 1 would let the exporter fix the batch size at 1.
+    """Write the LightningModule `model` as `fmt` ("onnx" or "torchscript") to the open file
+    `f`, in fp32 and eval mode."""
+    model = model.float().eval()
+    # Batch 2: an example batch of 1 would let the exporters fix the batch size at 1.
     example = torch.randn(2, 3, image_size, image_size)
     with torch.no_grad():
         if fmt == "onnx":
-            f.write(onnx_bytes(module, example, info))
+            f.write(onnx_bytes(Probabilities(model).eval(), example, info))
         else:
-            f.write(torchscript_bytes(module, example, info))
+            f.write(torchscript_bytes(model, example, info))
 
 
-def torchscript_bytes(module: nn.Module, example: torch.Tensor, info: dict[str, str]) -> bytes:
-    """The TorchScript archive with a dynamic batch and `info` as extra files `<key>.json`:
-    torch.export's graph of the module, traced."""
-    program = torch.export.export(module, (example,), dynamic_shapes=({0: batch_dim()},))
+def torchscript_bytes(model, example: torch.Tensor, info: dict[str, str]) -> bytes:
+    """The TorchScript archive, traced from the model as it runs, with `info` as extra files
+    `<key>.json`.
+
+    Tracing the eager model keeps sizes computed from the input dynamic (a ViT expands its
+    class token to the batch size), which tracing torch.export's graph would freeze. The
+    tracer looks at every attribute of every module, and a LightningModule's `trainer`
+    property raises outside a Trainer, so the model gets a bare one for the trace.
+    """
+    from lightning.pytorch import Trainer
+
+    quiet = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level, quiet.level = quiet.level, logging.WARNING  # no "GPU available: ..." lines
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nor hints about SLURM or loggers: it never trains
+        model.trainer = Trainer(
+            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+            enable_checkpointing=False, enable_model_summary=False,
+        )  # fmt: skip
+    quiet.setLevel(level)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # TorchScript is deprecated in favour of torch.export, but still what C++ and older
-        # deployments load. The exported graph's shape assertions become constants: harmless.
+        # deployments load. Checks on the (fixed) image size become constants: harmless, and
+        # the parity check runs one image alone and in a batch.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        traced = torch.jit.trace(program.module(), example)
+        traced = torch.jit.trace(Probabilities(model).eval(), example)
         torch.jit.save(traced, buffer, _extra_files={f"{k}.json": v for k, v in info.items()})
+    model.trainer = None
     return buffer.getvalue()
 
 
