@@ -55,6 +55,7 @@ def train(cfg: DictConfig):
     # Raised inside Lightning by a torch pytree change; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
+    from src.data.balance import loss_weights
     from src.errors import UserError
     from src.models.checkpoint import load_checkpoint
     from src.runs.resume import keep_earlier_metrics, resolve_ckpt_path
@@ -78,7 +79,22 @@ def train(cfg: DictConfig):
     datamodule.prepare_data()
     datamodule.setup("fit")
     class_names = datamodule.class_names
-    model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
+    class_weights = loss_weights(
+        cfg.model.get("class_weights"), datamodule.train_set.targets, class_names
+    )
+    if class_weights:
+        log.info(
+            "Loss weights per class: %s",
+            ", ".join(f"{n} {w:.4g}" for n, w in zip(class_names, class_weights, strict=True)),
+        )
+    model = instantiate(
+        cfg.model,
+        num_classes=len(class_names),
+        class_names=class_names,
+        class_weights=class_weights,
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
+    )
     checkpoint = None if ckpt_path is None else load_checkpoint(ckpt_path, len(class_names))
 
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -115,7 +131,11 @@ def train(cfg: DictConfig):
         fit_time_s=round(fit_time_s, 2),
         optimized_metric=cfg.optimized_metric,
         optimized_value=None if optimized is None else float(optimized),
-        **best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted_by),
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
+        **best_checkpoint_results(
+            trainer, model, datamodule, revalidate=not interrupted_by, monitor=cfg.monitor
+        ),
     )
     summary.wall_time_s = round(time.perf_counter() - started, 2)
     if trainer.is_global_zero:

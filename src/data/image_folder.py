@@ -14,6 +14,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
+from src.data.balance import SAMPLERS, balanced_sampler, class_counts
 from src.data.download import download_image_folder
 from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
 from src.data.splits import image_split
@@ -48,6 +49,8 @@ class ImageFolderDataModule(LightningDataModule):
             `src.training.feature_cache`) and the epochs train the head alone.
         skip_bad_images: train without images that cannot be decoded (listed in
             `skipped_images`) instead of stopping before training with their names.
+        sampler: `null` shuffles the training images; `balanced` draws every class equally
+            often (`src.data.balance.balanced_sampler`).
     """
 
     def __init__(
@@ -65,10 +68,13 @@ class ImageFolderDataModule(LightningDataModule):
         cache_max_gb: float = 4.0,
         cache_features: bool = False,
         skip_bad_images: bool = False,
+        sampler: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise UserError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if sampler not in SAMPLERS:
+            raise UserError(f"Invalid data.sampler={sampler!r}: use null (shuffle) or balanced.")
         if num_workers is not None and num_workers < 0:
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
         self.data_dir = Path(data_dir).expanduser().resolve()
@@ -88,6 +94,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.features: dict[str, Dataset] = {}
         self.skip_bad_images = skip_bad_images
         self.skipped_images: list[str] = []
+        self.sampler = sampler
 
     def prepare_data(self) -> None:
         """Download the data once (Lightning calls this on one process per node)."""
@@ -117,6 +124,11 @@ class ImageFolderDataModule(LightningDataModule):
                 "Both splits need the same class sub-folders."
             )
         self.skipped_images = report_files([train_check, val_check], self.skip_bad_images)
+        counts = class_counts(train_set.targets, len(train_set.classes))
+        log.info(
+            "Training images per class: %s",
+            ", ".join(f"{name} {n}" for name, n in zip(train_set.classes, counts, strict=True)),
+        )
         if self.cache_images:
             train_set, val_set = self._decoded(train_set), self._decoded(val_set)
         self.train_set, self.val_set = train_set, val_set
@@ -142,9 +154,13 @@ class ImageFolderDataModule(LightningDataModule):
         return list(self.train_set.classes)
 
     def train_dataloader(self) -> DataLoader:
-        if "train" in self.features:
-            return self._loader(self.features["train"], shuffle=True, workers=False)
-        return self._loader(self.train_set, shuffle=True)
+        sampler = None
+        if self.sampler == "balanced":
+            sampler = balanced_sampler(self.train_set.targets, len(self.class_names))
+        if "train" in self.features:  # the same images, in the same order
+            features = self.features["train"]
+            return self._loader(features, shuffle=sampler is None, workers=False, sampler=sampler)
+        return self._loader(self.train_set, shuffle=sampler is None, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         """Every validation image once; under DDP each process takes every n-th image.

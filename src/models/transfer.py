@@ -4,14 +4,16 @@
 "ConvNet as fixed feature extractor", where only the new `fc` layer learns.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
+from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from src.models.metrics import best_so_far, require_monitored, split_metrics
 from src.models.resnet import build_resnet18
 
 
@@ -29,6 +31,11 @@ class TransferLearningModel(LightningModule):
         scheduler: a partial LR scheduler, stepped once per epoch.
         channels_last: store conv weights and inputs NHWC, which the CPU and GPU conv kernels
             run faster.
+        class_weights: one weight per class for the training loss (`model.class_weights`;
+            `src.train` turns `balanced` into numbers from the training counts). val/loss and
+            test/loss stay the plain cross-entropy, comparable between runs.
+        monitor, monitor_mode: the validation metric that picks the best checkpoint; besides
+            `val/acc_best`, its best-so-far is logged as `<monitor>_best`.
     """
 
     def __init__(
@@ -40,11 +47,15 @@ class TransferLearningModel(LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         channels_last: bool = True,
+        class_weights: Sequence[float] | None = None,
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
     ) -> None:
         super().__init__()
         # Plain lists (not OmegaConf's ListConfig) keep the checkpoint loadable with
         # `weights_only=True`; save_hyperparameters reads these locals.
         class_names = [str(name) for name in class_names] if class_names else None
+        class_weights = None if class_weights is None else [float(w) for w in class_weights]
         # Optimizer/scheduler factories are config objects, not model state: keeping them
         # out of the checkpoint lets it load with `weights_only=True`.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -64,11 +75,23 @@ class TransferLearningModel(LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
 
         self.criterion = nn.CrossEntropyLoss()
-        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        if class_weights is not None:
+            # Derived from the data and saved in the hyper-parameters, not in the state
+            # dict: checkpoints with and without class weights load into either model.
+            if len(class_weights) != num_classes:
+                raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
+            weight = torch.tensor(class_weights)
+            self.criterion.register_buffer("weight", weight, persistent=False)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        names = class_names or [str(i) for i in range(num_classes)]
+        self.val_metrics = split_metrics("val", names)
+        self.test_metrics = split_metrics("test", names)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # resuming keeps the best-so-far
+        require_monitored(monitor, names)
+        self.monitor = monitor
+        self.monitor_best = None if monitor == "val/acc" else best_so_far(monitor_mode)
 
     def train(self, mode: bool = True) -> "TransferLearningModel":
         """Like `nn.Module.train`, but a frozen backbone always stays in eval mode."""
@@ -109,21 +132,37 @@ class TransferLearningModel(LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.val_loss.update(self.criterion(logits, labels), weight=labels.numel())
-        self.val_acc.update(logits, labels)
+        self.val_loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
+        self.val_metrics.update(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
-        """Log loss and accuracy over the whole validation split, and the best accuracy so far."""
-        acc = self.val_acc.compute()
-        self.log("val/loss", self.val_loss.compute(), sync_dist=True)
-        self.log("val/acc", acc, sync_dist=True)
+        """Log the metrics over the whole validation split, and the best so far of val/acc and
+        of the monitored metric."""
+        metrics = {"val/loss": self.val_loss.compute(), **self.val_metrics.compute()}
+        self.log_dict(metrics, sync_dist=True)
         self.val_loss.reset()
-        self.val_acc.reset()
+        self.val_metrics.reset()
         # The sanity check before training sees two batches only; it must not set the best.
         if self.trainer.sanity_checking:
             return
-        self.val_acc_best.update(acc)
+        self.val_acc_best.update(metrics["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+        if self.monitor_best is not None:
+            self.monitor_best.update(metrics[self.monitor])
+            self.log(f"{self.monitor}_best", self.monitor_best.compute(), sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.test_loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
+        self.test_metrics.update(logits, labels)
+
+    def on_test_epoch_end(self) -> None:
+        """Log test/loss, test/acc, test/f1_macro, test/balanced_acc and test/class_acc/<class>."""
+        metrics = {"test/loss": self.test_loss.compute(), **self.test_metrics.compute()}
+        self.log_dict(metrics, sync_dist=True)
+        self.test_loss.reset()
+        self.test_metrics.reset()
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

@@ -3,9 +3,10 @@
 Each check names the key to fix; the values a sweep may explore are left alone.
 """
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.errors import UserError
+from src.models.metrics import check_monitor
 
 STRATEGIES = ("finetune", "frozen")
 
@@ -26,6 +27,17 @@ def check_config(cfg: DictConfig) -> None:
             "its features every step, so they cannot be computed once."
         )
     check_weights_name(OmegaConf.select(cfg, "model.weights"))
+    require(cfg, "data.sampler", lambda v: v in (None, "balanced"), "null (shuffle) or balanced")
+    weights = "null, balanced or a list of numbers > 0"
+    require(cfg, "model.class_weights", valid_class_weights, weights)
+    if "monitor" in cfg:
+        check_monitor(cfg.monitor, cfg.get("monitor_mode"))
+
+
+def valid_class_weights(value) -> bool:
+    if isinstance(value, ListConfig | list):
+        return len(value) > 0 and all(not isinstance(w, bool) and w > 0 for w in value)
+    return value is None or value == "balanced"
 
 
 def require(cfg: DictConfig, key: str, ok, expected: str) -> None:
