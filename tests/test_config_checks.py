@@ -18,6 +18,10 @@ from tests.helpers.config import FAST, compose_train_config
         ("model.scheduler.step_size=0", "model.scheduler.step_size"),
         ("strategy.name=unfrozen", "strategy.name"),
         ("model.weights=IMAGENET_V9", "model.weights"),
+        ("data.sampler=oversample", "data.sampler"),
+        ("model.class_weights=inverse", "model.class_weights"),
+        ("model.class_weights=[1,0]", "model.class_weights"),
+        ("monitor_mode=best", "monitor_mode"),
     ],
 )
 def test_invalid_value_is_rejected_before_the_data_is_read(tmp_path, override, key):
@@ -35,3 +39,26 @@ def test_valid_edge_values_pass(tmp_path):
 
     check_config(compose_train_config(["model.scheduler.gamma=1", "model.weights=null"]))
     check_config(compose_train_config(["model.weights=/some/file.pth", "data.batch_size=1"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fix"),
+    [(["monitor=val/loss"], "monitor_mode=min"), (["monitor_mode=min"], "monitor_mode=max")],
+)
+def test_a_monitor_mode_that_keeps_the_worst_checkpoint_is_refused(tmp_path, overrides, fix):
+    cfg = compose_train_config([*FAST, f"data.data_dir={tmp_path}/absent", *overrides])
+    with pytest.raises(UserError, match=f"keeps the worst checkpoint.*Add {fix}"):
+        train(cfg)
+
+
+def test_the_sweep_objective_and_its_direction_follow_the_monitor():
+    from hydra import compose, initialize_config_dir
+
+    from tests.helpers.config import CONF_DIR
+
+    overrides = ["hparams_search=lr_gamma", "monitor=val/loss", "monitor_mode=min"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    assert cfg.optimized_metric == "val/loss_best"
+    assert cfg.hydra.sweeper.direction == "minimize"
+    assert cfg.callbacks.model_checkpoint.mode == "min"

@@ -10,13 +10,18 @@ from PIL import Image
 def make_image_folder(
     root: Path, classes=("ants", "bees"), train_per_class=6, val_per_class=4, size=(48, 40)
 ) -> Path:
-    """Write train/ and val/ JPEGs, one solid colour per class (easy to learn)."""
+    """Write train/ and val/ JPEGs, one solid colour per class (easy to learn).
+
+    A count per split is the same for every class, or a list of one count per class
+    (`train_per_class=[18, 2]`: 9 ants for every bee).
+    """
     palette = [(200, 40, 40), (40, 40, 200), (40, 200, 40), (200, 200, 40)]
     for split, count in (("train", train_per_class), ("val", val_per_class)):
+        counts = [count] * len(classes) if isinstance(count, int) else list(count)
         for c, name in enumerate(classes):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
+            for i in range(counts[c]):
                 shade = tuple(min(255, v + 5 * i) for v in palette[c % len(palette)])
                 Image.new("RGB", size, shade).save(folder / f"{name}_{i}.jpg")
     return root
