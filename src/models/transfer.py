@@ -130,18 +130,12 @@ class TransferLearningModel(LightningModule):
         self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        images, labels = batch
-        logits = self(images)
-        self.val_loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
-        self.val_metrics.update(logits, labels)
+        self._evaluate(batch, self.val_loss, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
         """Log the metrics over the whole validation split, and the best so far of val/acc and
         of the monitored metric."""
-        metrics = {"val/loss": self.val_loss.compute(), **self.val_metrics.compute()}
-        self.log_dict(metrics, sync_dist=True)
-        self.val_loss.reset()
-        self.val_metrics.reset()
+        metrics = self._log_split("val", self.val_loss, self.val_metrics)
         # The sanity check before training sees two batches only; it must not set the best.
         if self.trainer.sanity_checking:
             return
@@ -152,17 +146,26 @@ class TransferLearningModel(LightningModule):
             self.log(f"{self.monitor}_best", self.monitor_best.compute(), sync_dist=True)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        images, labels = batch
-        logits = self(images)
-        self.test_loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
-        self.test_metrics.update(logits, labels)
+        self._evaluate(batch, self.test_loss, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
         """Log test/loss, test/acc, test/f1_macro, test/balanced_acc and test/class_acc/<class>."""
-        metrics = {"test/loss": self.test_loss.compute(), **self.test_metrics.compute()}
-        self.log_dict(metrics, sync_dist=True)
-        self.test_loss.reset()
-        self.test_metrics.reset()
+        self._log_split("test", self.test_loss, self.test_metrics)
+
+    def _evaluate(self, batch, loss: MeanMetric, metrics) -> None:
+        """Add one batch to a split's plain cross-entropy (no class weights) and metrics."""
+        images, labels = batch
+        logits = self(images)
+        loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
+        metrics.update(logits, labels)
+
+    def _log_split(self, split: str, loss: MeanMetric, metrics) -> dict:
+        """Log a split's loss and metrics over all its batches, then start them afresh."""
+        values = {f"{split}/loss": loss.compute(), **metrics.compute()}
+        self.log_dict(values, sync_dist=True)
+        loss.reset()
+        metrics.reset()
+        return values
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:
