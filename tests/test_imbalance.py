@@ -156,3 +156,23 @@ def test_a_monitor_the_model_does_not_log_is_refused(nine_to_one, tmp_path):
     message = str(find_cause(raised.value, UserError))
     assert "monitor=val/f1 is not a metric the model logs" in message
     assert "val/f1_macro" in message
+
+
+@pytest.mark.parametrize(("saved", "loading"), [("val/acc", "val/f1_macro"),
+                                                ("val/loss", "val/f1_macro"),
+                                                ("val/f1_macro", "val/acc")])  # fmt: skip
+def test_a_checkpoint_of_another_monitor_loads_with_a_fresh_best(saved, loading):
+    def model(monitor):
+        mode = "min" if monitor == "val/loss" else "max"
+        return TransferLearningModel(2, ["ants", "bees"], weights=None, monitor=monitor,
+                                     monitor_mode=mode)  # fmt: skip
+
+    old, new = model(saved), model(loading)
+    if old.monitor_best is not None:
+        old.monitor_best.update(torch.tensor(0.75))
+    checkpoint = {"state_dict": old.state_dict(), "hyper_parameters": dict(old.hparams)}
+    new.on_load_checkpoint(checkpoint)  # what Lightning calls before loading the weights
+    new.load_state_dict(checkpoint["state_dict"])  # strict: no missing or unexpected keys
+    if new.monitor_best is not None:
+        new.monitor_best.update(torch.tensor(0.5))
+        assert new.monitor_best.compute() == 0.5  # not the 0.75 of another metric

@@ -90,3 +90,12 @@ def best_so_far(mode: str) -> MaxMetric | MinMetric:
     best = MaxMetric() if mode == "max" else MinMetric()
     best.persistent(True)
     return best
+
+
+def restart_best(state_dict: dict, prefix: str, best: MaxMetric | MinMetric | None) -> None:
+    """Replace a checkpoint's best-so-far under `prefix` by `best`'s fresh state (none when
+    `best` is None): the checkpoint tracked another metric, whose best means nothing here."""
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        del state_dict[key]
+    if best is not None:
+        state_dict.update({prefix + key: value for key, value in best.state_dict().items()})

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.models.metrics import best_so_far, require_monitored, split_metrics
+from src.models.metrics import best_so_far, require_monitored, restart_best, split_metrics
 from src.models.resnet import build_resnet18
 
 
@@ -144,6 +144,13 @@ class TransferLearningModel(LightningModule):
         if self.monitor_best is not None:
             self.monitor_best.update(metrics[self.monitor])
             self.log(f"{self.monitor}_best", self.monitor_best.compute(), sync_dist=True)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Continue from a checkpoint saved with another `monitor` (`ckpt_path=`, or `resume=`
+        with a new monitor): this run's best of its own metric starts afresh."""
+        saved = (checkpoint.get("hyper_parameters") or {}).get("monitor", "val/acc")
+        if saved != self.monitor:
+            restart_best(checkpoint["state_dict"], "monitor_best.", self.monitor_best)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, self.test_loss, self.test_metrics)
