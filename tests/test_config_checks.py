@@ -43,11 +43,15 @@ def test_valid_edge_values_pass(tmp_path):
 
 @pytest.mark.parametrize(
     ("overrides", "fix"),
-    [(["monitor=val/loss"], "monitor_mode=min"), (["monitor_mode=min"], "monitor_mode=max")],
+    [
+        (["monitor=val/loss"], "Add monitor_mode=min"),
+        (["monitor_mode=min"], "Add monitor_mode=max"),
+        (["callbacks.model_checkpoint.monitor=val/f1_macro"], "set monitor=val/f1_macro"),
+    ],
 )
-def test_a_monitor_mode_that_keeps_the_worst_checkpoint_is_refused(tmp_path, overrides, fix):
+def test_a_checkpoint_monitor_that_would_mislead_is_refused(tmp_path, overrides, fix):
     cfg = compose_train_config([*FAST, f"data.data_dir={tmp_path}/absent", *overrides])
-    with pytest.raises(UserError, match=f"keeps the worst checkpoint.*Add {fix}"):
+    with pytest.raises(UserError, match=fix):
         train(cfg)
 
 

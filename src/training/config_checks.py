@@ -32,6 +32,13 @@ def check_config(cfg: DictConfig) -> None:
     require(cfg, "model.class_weights", valid_class_weights, weights)
     if "monitor" in cfg:
         check_monitor(cfg.monitor, cfg.get("monitor_mode"))
+        checkpoint_monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
+        if checkpoint_monitor not in (None, cfg.monitor):
+            raise UserError(
+                f"callbacks.model_checkpoint.monitor={checkpoint_monitor} differs from "
+                f"monitor={cfg.monitor}: set monitor={checkpoint_monitor} instead, so that the "
+                "summary, the Result line and the sweep objective follow the same metric."
+            )
 
 
 def valid_class_weights(value) -> bool:
