@@ -1,4 +1,4 @@
-"""Check an image-folder split before training: its layout, its images, its broken files.
+"""Check a dataset before training: its class folders, its images, its broken files.
 
 Every image is opened and fully decoded once, in threads (Pillow decodes without holding the
 GIL), so a truncated JPEG stops the run before the first epoch instead of crashing a loader
@@ -17,24 +17,35 @@ from pathlib import Path
 
 from PIL import Image
 
-from src.data.images import is_image_name, load_rgb
+from src.data.images import is_hidden, is_image_name, load_rgb
 from src.errors import UserError
 from src.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-LAYOUT = "<data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image>"
+LAYOUT = (
+    "<data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image> (and optionally "
+    "test/), or one folder of class folders <data_dir>/<class>/<image>, or a CSV of path,label "
+    "(data.labels_csv)"
+)
+
+
+@dataclass
+class ClassFolders:
+    """The images found under one folder of class folders (`train/`, or a one-folder dataset)."""
+
+    folder: Path
+    classes: list[str]
+    images: dict[str, list[Path]]  # class name -> its image files
+    ignored: list[str] = field(default_factory=list)  # files that are not images
 
 
 @dataclass
 class SplitCheck:
-    """What one split (`train/` or `val/`) holds: usable images, broken ones, other files."""
+    """The images of one split after decoding each once: usable ones and broken ones."""
 
-    split_dir: Path
-    classes: list[str]
     usable: set[str] = field(default_factory=set)
     bad: dict[str, str] = field(default_factory=dict)  # path -> why it cannot be read
-    ignored: list[str] = field(default_factory=list)  # files that are not images
 
 
 def require_folder(data_dir: Path) -> None:
@@ -46,43 +57,53 @@ def require_folder(data_dir: Path) -> None:
         )
 
 
-def check_split(split_dir: Path) -> SplitCheck:
-    """Check the layout of `split_dir` and decode each of its images once (cached)."""
-    # Every sub-folder is a class, as for torchvision's ImageFolder.
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+def class_folders(folder: Path) -> ClassFolders:
+    """The class sub-folders of `folder` and their image files; no image is decoded here.
+
+    Raises a `UserError` for a layout no classifier can train on: no class folders, a
+    single one, or a class folder without images.
+    """
+    # Every sub-folder is a class, as for torchvision's ImageFolder, except hidden ones
+    # (.ipynb_checkpoints, .git, ...), which no one means as a class.
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
     if not classes:
         raise UserError(
-            f"{split_dir} has no class folders. Expected one sub-folder per class: {LAYOUT}."
+            f"{folder} has no class folders. Expected one sub-folder per class: {LAYOUT}."
         )
     if len(classes) == 1:
         raise UserError(
-            f"{split_dir} has a single class folder ({classes[0]}/); a classifier needs at "
-            f"least two: {split_dir}/<class_a>/, {split_dir}/<class_b>/, ..."
+            f"{folder} has a single class folder ({classes[0]}/); a classifier needs at "
+            f"least two: {folder}/<class_a>/, {folder}/<class_b>/, ..."
         )
-    check = SplitCheck(split_dir, classes)
-    check.ignored += [str(p) for p in split_dir.iterdir() if p.is_file()]
-    candidates, empty = [], {}
+    found = ClassFolders(folder, classes, {})
+    found.ignored += [str(p) for p in folder.iterdir() if p.is_file()]
+    empty = {}
     for name in classes:
-        files = sorted(p for p in (split_dir / name).rglob("*") if p.is_file())
-        images = [p for p in files if is_image_name(p)]
-        check.ignored += [str(p) for p in files if not is_image_name(p)]
-        if not images:
+        files = sorted(p for p in (folder / name).rglob("*") if p.is_file())
+        found.images[name] = [p for p in files if is_image_name(p)]
+        found.ignored += [str(p) for p in files if not is_image_name(p)]
+        if not found.images[name]:
             empty[name] = len(files)
-        candidates += images
     if len(empty) == len(classes):
         raise UserError(
-            f"No images in {split_dir}: its class folders {classes} hold no image files "
+            f"No images in {folder}: its class folders {classes} hold no image files "
             f"(.jpg, .png, ...). Expected {LAYOUT}."
         )
     if empty:
         name, others = next(iter(empty.items()))
         raise UserError(
-            f"Class folder {split_dir / name} holds no images"
+            f"Class folder {folder / name} holds no images"
             + (f" (only {others} other files)" if others else "")
             + ". Put .jpg/.png/... files in it or remove it; every class needs images in "
-            "train/ and val/."
+            "every split (train/ and val/)."
         )
-    for path, problem in check_images(candidates).items():
+    return found
+
+
+def check_files(paths: list[str]) -> SplitCheck:
+    """Decode each image of a split once (verdicts cached): which are usable, which not."""
+    check = SplitCheck()
+    for path, problem in check_images([Path(p) for p in paths]).items():
         if problem is None:
             check.usable.add(path)
         else:
@@ -90,11 +111,14 @@ def check_split(split_dir: Path) -> SplitCheck:
     return check
 
 
-def report_files(checks: list[SplitCheck], skip_bad_images: bool) -> list[str]:
-    """Log ignored files once; raise on bad images unless skipping them. Return the skipped."""
-    ignored = [path for check in checks for path in check.ignored]
+def report_ignored(ignored: list[str]) -> None:
+    """Log the files that are not images, once for the whole dataset."""
     if ignored:
         log.info("Ignored %d file(s) that are not images: %s", len(ignored), ", ".join(ignored))
+
+
+def report_files(checks: list[SplitCheck], skip_bad_images: bool) -> list[str]:
+    """Raise on images that cannot be decoded unless skipping them. Return the skipped."""
     bad = {path: why for check in checks for path, why in check.bad.items()}
     if not bad:
         return []

@@ -1,8 +1,9 @@
 """The five figures of a training run, from its directory: what `src.train` saves at the end
 of a run (`figures=true`) and what `notebooks/inspect_run.ipynb` shows.
 
-Prediction figures come from the run's best checkpoint on the validation split, with the
-image sizes of the run's config; `data_dir` replaces the run's data folder if it moved.
+Prediction figures come from the run's best checkpoint on the validation split of the run's
+`splits.csv`, with the image sizes of the run's config; `data_dir` replaces the run's data
+folder if it moved.
 """
 
 import logging
@@ -13,7 +14,7 @@ import torch
 from src.inspection import figures
 from src.inspection.predictions import Predictions, predict_dataset, train_images, val_images
 from src.models.checkpoint import load_model
-from src.runs.run_dir import Run
+from src.runs.run_dir import Run, image_sizes
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +27,11 @@ FIGURE_NAMES = (
 )
 
 
-def run_data(run: Run, data_dir: str | Path | None = None) -> tuple[Path, int, int]:
-    """Data folder, crop size and validation resize size the run trained with."""
-    data = run.config.get("data", {})
-    folder = Path(data_dir or data["data_dir"]).expanduser()
-    return folder, data.get("image_size", 224), data.get("resize_size", 256)
-
-
 def val_predictions(run: Run, data_dir=None, ckpt_path=None) -> tuple[Predictions, object]:
     """The best checkpoint's predictions over the validation images, and those images."""
     model = load_model(ckpt_path or run.best_ckpt)
-    folder, image_size, resize_size = run_data(run, data_dir)
-    dataset = val_images(folder, model.hparams.class_names, image_size, resize_size)
+    splits = run.splits(data_dir, wanted=("val",))
+    dataset = val_images(splits, model.hparams.class_names, *image_sizes(run))
     return predict_dataset(model, dataset), dataset
 
 
@@ -49,8 +43,8 @@ def sample(count: int, n: int, seed: int = 0) -> list[int]:
 
 def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0):
     """`n` training images through the training augmentation, with their labels."""
-    folder, image_size, _ = run_data(run, data_dir)
-    dataset = train_images(folder, run.class_names or [], image_size)
+    splits = run.splits(data_dir, wanted=("train",))
+    dataset = train_images(splits, run.class_names or [], image_sizes(run)[0])
     with torch.random.fork_rng():  # the random crops and flips, without touching global state
         torch.manual_seed(seed)
         items = [dataset[i] for i in sample(len(dataset), n, seed)]

@@ -27,6 +27,7 @@ class RunSummary:
     class_names: list[str] = field(default_factory=list)
     train_size: int | None = None
     val_size: int | None = None
+    test_size: int | None = None  # None: the dataset has no test split
     epochs_trained: int | None = None
     precision: str | None = None
     accelerator: str | None = None
@@ -50,9 +51,12 @@ class RunSummary:
     monitor: str | None = None
     monitor_mode: str | None = None
     monitor_best: float | None = None
-    # The best checkpoint on the held-out test split, when the data has one.
+    # The best checkpoint on the held-out test split, once after training (when there is
+    # one): the number to report, since the checkpoint was chosen on val.
     test_acc: float | None = None
     test_loss: float | None = None
+    # ... and every metric of that test: test/f1_macro, test/class_acc/<class>, ...
+    test_metrics: dict[str, float] = field(default_factory=dict)
     # The value a sweep optimises: the logged metric named by the `optimized_metric` key.
     optimized_metric: str | None = None
     optimized_value: float | None = None
@@ -89,15 +93,20 @@ class RunSummary:
 
     def result_line(self, run_dir: str | Path) -> str:
         """The console's last line: strategy, the monitored metric's best value (val/acc by
-        default) and where it came from."""
+        default) and where it came from, and the test accuracy of that checkpoint when there
+        is a test split."""
         monitor = self.monitor or "val/acc"
         best = self.best_val_acc if monitor == "val/acc" else self.monitor_best
         value = "n/a" if best is None else f"{best:.4f}"
         where = "" if self.best_epoch is None else f" at epoch {self.best_epoch}"
         if monitor != "val/acc" and self.best_ckpt_val_acc is not None:
             where += f" (val/acc {self.best_ckpt_val_acc:.4f})"
+        test = "" if self.test_acc is None else f", test/acc {self.test_acc:.4f}"
+        test_monitor = "test/" + monitor.removeprefix("val/")  # e.g. test/f1_macro
+        if monitor != "val/acc" and test_monitor in self.test_metrics:
+            test += f", {test_monitor} {self.test_metrics[test_monitor]:.4f}"
         fit = 0.0 if self.fit_time_s is None else self.fit_time_s
         return (
-            f"Result: {self.strategy} best {monitor} {value}{where} "
+            f"Result: {self.strategy} best {monitor} {value}{where}{test} "
             f"({self.epochs_trained} epochs, {fit:.1f} s); run directory {run_dir}"
         )
