@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: `python -m src.eval run_dir=DIR` or `ckpt_path=PATH [data.data_dir=...]`.
 
-Writes `eval.json` (loss, accuracy, per-class accuracy, confusion matrix) and prints the
-same as a small table. Numbers are computed in full precision on the CPU.
+Writes `eval.json` (loss, accuracy, macro F1, balanced accuracy, per-class accuracy,
+confusion matrix) and prints the same as a small table. Numbers are computed in full
+precision on the CPU.
 """
 
 import json
@@ -52,6 +53,7 @@ def evaluate(
     from src.data.splits import build_splits
     from src.inspection.predictions import labelled_images, predict_dataset
     from src.models.checkpoint import load_model
+    from src.models.metrics import split_metrics
     from src.runs.run_dir import Run, image_sizes, run_for_checkpoint
 
     if not ckpt_path and not run_dir:
@@ -77,6 +79,10 @@ def evaluate(
     dataset, skipped = labelled_images(splits, split, names, transform, skip_bad_images)
     predictions = predict_dataset(model, dataset, batch_size)
     counts = predictions.confusion_matrix().sum(dim=1).tolist()
+    # The definitions training logs (src.models.metrics), on these predictions.
+    metrics = split_metrics(split, names)
+    metrics.update(predictions.probs, predictions.labels)
+    computed = {key.split("/", 1)[1]: float(value) for key, value in metrics.compute().items()}
     return {
         "ckpt_path": str(ckpt),
         "run_dir": str(run.path) if run else None,
@@ -87,6 +93,8 @@ def evaluate(
         "class_names": names,
         "loss": predictions.loss,
         "acc": predictions.accuracy,
+        "f1_macro": computed["f1_macro"],
+        "balanced_acc": computed["balanced_acc"],
         "per_class_acc": predictions.per_class_accuracy(),
         "per_class_count": dict(zip(names, counts, strict=True)),
         "confusion_matrix": predictions.confusion_matrix().tolist(),
@@ -106,7 +114,9 @@ def format_results(results: dict) -> str:
         f"checkpoint {results['ckpt_path']}",
         f"data       {results['data_dir']}, {split} split "
         f"({results['num_images']} images{skipped})",
-        f"{split}/loss {results['loss']:.4f}   {split}/acc {results['acc']:.4f}",
+        f"{split}/loss {results['loss']:.4f}   {split}/acc {results['acc']:.4f}   "
+        f"{split}/f1_macro {results['f1_macro']:.4f}   "
+        f"{split}/balanced_acc {results['balanced_acc']:.4f}",
         "",
         f"{'class':<{width}}  images  accuracy",
     ]

@@ -145,7 +145,9 @@ def train(cfg: DictConfig):
     fit_time_s = fit(trainer, model, datamodule, ckpt_path)
     interrupted_by = interruption(trainer)
     optimized = trainer.callback_metrics.get(cfg.optimized_metric)
-    best = best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted_by)
+    best = best_checkpoint_results(
+        trainer, model, datamodule, revalidate=not interrupted_by, monitor=cfg.monitor
+    )
     test_set = getattr(datamodule, "test_set", None)
     if test_set is not None and not interrupted_by:
         best.update(test_best_checkpoint(trainer, model, datamodule, best.get("best_ckpt")))
@@ -167,6 +169,8 @@ def train(cfg: DictConfig):
         fit_time_s=round(fit_time_s, 2),
         optimized_metric=cfg.optimized_metric,
         optimized_value=None if optimized is None else float(optimized),
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
         **best,
     )
     summary.wall_time_s = round(time.perf_counter() - started, 2)
@@ -189,14 +193,30 @@ def train(cfg: DictConfig):
 
 def data_and_model(cfg: DictConfig, **data_kwargs):
     """The datamodule of `cfg` (with `data_kwargs` on top), set up for fitting, and the
-    model sized for its classes (also what `src.lr_find` tests)."""
+    model sized for its classes, with the loss weights of `model.class_weights` from the
+    training counts and the `monitor` (also what `src.lr_find` tests)."""
     from hydra.utils import instantiate
+
+    from src.data.balance import loss_weights
 
     datamodule = instantiate(cfg.data, **data_kwargs)
     datamodule.prepare_data()
     datamodule.setup("fit")
     names = datamodule.class_names
-    return datamodule, instantiate(cfg.model, num_classes=len(names), class_names=names)
+    targets = datamodule.train_set.targets
+    class_weights = loss_weights(cfg.model.get("class_weights"), targets, names)
+    if class_weights:
+        weights = zip(names, class_weights, strict=True)
+        log.info("Loss weights per class: %s", ", ".join(f"{n} {w:.4g}" for n, w in weights))
+    model = instantiate(
+        cfg.model,
+        num_classes=len(names),
+        class_names=names,
+        class_weights=class_weights,
+        monitor=cfg.monitor,
+        monitor_mode=cfg.monitor_mode,
+    )
+    return datamodule, model
 
 
 def strategy_callbacks(cfg: DictConfig) -> list:

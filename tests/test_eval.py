@@ -18,6 +18,8 @@ def test_eval_of_a_run_reproduces_its_best_checkpoint_numbers(trained_run):
     results = evaluate(run_dir=trained_run)
     assert results["ckpt_path"] == summary["best_ckpt"]
     assert results["acc"] == pytest.approx(summary["best_ckpt_val_acc"])
+    for name in ("f1_macro", "balanced_acc"):  # the same definitions as training logs
+        assert results[name] == pytest.approx(summary["best_ckpt_val_metrics"][f"val/{name}"])
     assert results["loss"] == pytest.approx(summary["best_ckpt_val_loss"], abs=1e-5)
     assert results["num_images"] == 8
     cm = results["confusion_matrix"]

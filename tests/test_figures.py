@@ -66,3 +66,54 @@ def test_learning_rate_rows_join_the_epoch_they_start(tmp_path):
     assert metrics["lr-SGD"] == {0: 0.1, 1: 0.05}
     assert metrics["val/acc"] == {0: 0.5, 1: 0.75}
     assert metrics["train/loss"] == pytest.approx({0: 0.7, 1: 0.4})
+
+
+def thirty_class_predictions() -> Predictions:
+    """5 images of each of 30 classes, mostly right; long names that differ only at the end."""
+    names = [f"{kind}_{i:02d}" for i, kind in enumerate(
+        ["cicada_killer_wasp_female", "ladybird_beetle", "ant"] * 10)]  # fmt: skip
+    labels = torch.arange(30).repeat_interleave(5)
+    logits = torch.randn(150, 30, generator=torch.Generator().manual_seed(0))
+    probs = (logits + 3 * torch.nn.functional.one_hot(labels, 30)).softmax(dim=1)
+    losses = -probs[torch.arange(150), labels].log()
+    return Predictions([f"{i}.jpg" for i in range(150)], labels, probs, losses, names)
+
+
+def text_boxes(fig, texts):
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in texts if t.get_text()]
+
+
+def overlapping(boxes) -> list[tuple[int, int]]:
+    return [(i, j) for i, a in enumerate(boxes) for j, b in enumerate(boxes[i + 1 :], i + 1)
+            if a.overlaps(b)]  # fmt: skip
+
+
+def test_figures_of_thirty_classes_stay_readable(tmp_path):
+    predictions = thirty_class_predictions()
+    names = predictions.class_names
+    fig = figures.confusion_matrix(predictions.confusion_matrix(), names)
+    assert max(fig.get_size_inches()) <= 16  # not a 40-inch poster
+    ax = fig.axes[0]
+    for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+        labels = [t.get_text() for t in ticks]
+        assert len(set(labels)) == 30  # shortened, yet still telling the classes apart
+        assert all(len(label) <= figures.NAME_CHARS for label in labels)
+        assert overlapping(text_boxes(fig, ticks)) == []
+    # Every number sits inside its own cell, in a font that is still legible.
+    cell = ax.transData.transform((1, 0))[0] - ax.transData.transform((0, 0))[0]
+    cells = [t for t in ax.texts if t.get_text()]
+    assert {int(t.get_text()) for t in cells} >= {3, 4, 5}
+    assert all(t.get_fontsize() >= 6 for t in cells)
+    assert all(box.width < cell and box.height < cell for box in text_boxes(fig, cells))
+    fig.savefig(tmp_path / "confusion_matrix.png", dpi=100)
+    assert_real_picture(tmp_path / "confusion_matrix.png")
+
+    images = [torch.zeros(3, 8, 8)] * 16
+    for grid in (figures.prediction_grid(images, predictions, [*range(0, 150, 10), 149]),
+                 figures.top_losses(images[:8], predictions, list(range(8)))):  # fmt: skip
+        titles = [ax.title for ax in grid.axes if ax.get_title()]
+        assert overlapping(text_boxes(grid, titles)) == []
+        grid.savefig(tmp_path / "grid.png", dpi=100)
+        assert_real_picture(tmp_path / "grid.png")

@@ -1,8 +1,10 @@
-"""Both notebooks run top to bottom against a small run and a small sweep, and the sweep
-table reads every job of a multirun."""
+"""Both notebooks run top to bottom against a small run and a small sweep; the sweep table
+reads every job of a multirun, and the sweep summary groups repeated seeds into mean ± std."""
 
+import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +22,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory) -> Path:
-    """2 strategies x 2 learning rates, 2 epochs each, on generated data (one process)."""
+    """2 strategies x 2 seeds, 2 epochs each, on generated data (one process)."""
     root = tmp_path_factory.mktemp("sweep")
     data = make_image_folder(root / "data")
     result = subprocess.run(
         [sys.executable, "-m", "src.train", "-m", *FAST, f"data.data_dir={data}",
-         "strategy=finetune,frozen", "model.optimizer.lr=0.01,0.1", "trainer.max_epochs=2",
+         "strategy=finetune,frozen", "seed=1,2", "model.optimizer.lr=0.01", "trainer.max_epochs=2",
          f"hydra.sweep.dir={root / 'multirun'}"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=600,
@@ -37,17 +39,37 @@ def sweep_dir(tmp_path_factory) -> Path:
 def test_sweep_table_has_one_row_per_job_with_its_settings_and_result(sweep_dir):
     rows = load_sweep(sweep_dir)
     assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
-    assert {(r["strategy"], r["lr"]) for r in rows} == {
-        (s, lr) for s in ("finetune", "frozen") for lr in (0.01, 0.1)
+    assert {(r["strategy"], r["seed"]) for r in rows} == {
+        (s, seed) for s in ("finetune", "frozen") for seed in ("1", "2")
     }
-    assert {r["gamma"] for r in rows} == {0.1}  # not swept: read from each job's config
+    assert {(r["lr"], r["gamma"]) for r in rows} == {(0.01, 0.1)}  # not swept: from the config
     for row in rows:
         summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
         assert row["best_val_acc"] == summary["best_val_acc"]
-        assert row["model.optimizer.lr"] == str(row["lr"])  # the swept override, as typed
+        assert row["seed"] == str(summary["seed"])  # the swept override, as typed
     curves = curves_by_strategy(rows, "val/acc")
     assert sorted(curves) == ["finetune", "frozen"]
     assert all(sorted(series) == [0, 1] for c in curves.values() for series in c.values())
+
+
+def test_sweep_summary_reports_mean_and_std_over_the_seeds(sweep_dir):
+    with open(sweep_dir / "sweep_summary_groups.csv") as f:
+        groups = list(csv.DictReader(f))
+    assert len(groups) == 2  # finetune and frozen, each over seeds 1 and 2
+    for group in groups:
+        strategy = [o for o in group["overrides"].split() if o.startswith("strategy=")]
+        assert "seed=" not in group["overrides"] and len(strategy) == 1
+        summaries = [json.loads((sweep_dir / job / "summary.json").read_text())
+                     for job in group["jobs"].split()]  # fmt: skip
+        assert sorted(s["seed"] for s in summaries) == [1, 2]
+        assert {s["strategy"] for s in summaries} == {strategy[0].removeprefix("strategy=")}
+        accs = [s["best_val_acc"] for s in summaries]
+        assert (group["n"], group["seeds"]) == ("2", "1 2")
+        assert float(group["best_val_acc_mean"]) == pytest.approx(statistics.mean(accs))
+        assert float(group["best_val_acc_std"]) == pytest.approx(statistics.stdev(accs))
+    means = [float(group["best_val_acc_mean"]) for group in groups]
+    assert means == sorted(means, reverse=True)
+    assert "## Mean ± std over seeds and folds" in (sweep_dir / "sweep_summary.md").read_text()
 
 
 def execute(notebook: str, monkeypatch, **env: str) -> nbformat.NotebookNode:
@@ -71,6 +93,6 @@ def test_inspect_run_notebook_executes(trained_run, monkeypatch):
 
 def test_compare_sweep_notebook_executes(sweep_dir, monkeypatch):
     nb = execute("compare_sweep.ipynb", monkeypatch, SWEEP_DIR=str(sweep_dir))
-    assert images_shown(nb) == 3  # heatmap, val/acc and val/loss side by side
+    assert images_shown(nb) == 4  # mean ± std, heatmap, val/acc and val/loss side by side
     table = "".join(out.get("text", "") for out in nb.cells[3].outputs)
     assert "finetune" in table and "frozen" in table

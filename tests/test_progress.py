@@ -30,12 +30,17 @@ def test_the_bar_is_rich_on_a_terminal_and_plain_lines_elsewhere(monkeypatch):
 
 def test_the_rich_bar_shows_the_epoch_metrics():
     trainer = SimpleNamespace(
-        callback_metrics={"val/acc": torch.tensor(0.75), "train/loss": torch.tensor(0.5)},
+        callback_metrics={
+            "val/acc": torch.tensor(0.75),
+            "train/loss": torch.tensor(0.5),
+            "val/class_acc/ants": torch.tensor(1.0),
+        },
         progress_bar_metrics={},
         loggers=[],
     )
     shown = EpochMetricsBar().get_metrics(trainer, None)
     assert shown["val/acc"] == pytest.approx(0.75) and shown["train/loss"] == pytest.approx(0.5)
+    assert "val/class_acc/ants" not in shown  # one per class: too many for a bar or a line
 
 
 def test_without_a_terminal_each_epoch_is_one_line_of_its_metrics(fast_config, tmp_path, caplog):

@@ -190,3 +190,37 @@ def test_loader_workers_start_inside_joblib_launcher_workers(image_folder):
         delayed(count_images_with_loader_workers)(image_folder) for _ in range(2)
     )
     assert counts == [8, 8]
+
+
+def test_summary_groups_repeats_over_seeds_and_folds_with_mean_and_std(tmp_path):
+    done = {"status": "completed", "wall_time_s": 1.0}
+    results = {  # (lr, seed or fold override): (best val/acc, test acc)
+        ("0.1", "seed=1"): (0.6, 0.50), ("0.1", "seed=2"): (0.8, 0.55),
+        ("0.1", "seed=3"): (0.7, 0.45), ("0.01", "data.fold=0"): (0.8, None),
+        ("0.01", "data.fold=1"): (0.4, None),
+    }  # fmt: skip
+    for job, ((lr, repeat), (acc, test)) in enumerate(results.items()):
+        summary = {"best_val_acc": acc, "test_acc": test, "monitor": "val/acc"}
+        fake_job(tmp_path, str(job), [f"model.optimizer.lr={lr}", repeat], done, summary)
+    fake_job(tmp_path, "5", ["model.optimizer.lr=0.01", "data.fold=2"], {"status": "failed"})
+    fake_job(tmp_path, "6", ["model.optimizer.lr=0.001", "+seed=1"])  # never finished
+    write_sweep_summary(tmp_path)
+    with open(tmp_path / "sweep_summary_groups.csv") as f:
+        groups = {row["overrides"]: row for row in csv.DictReader(f)}
+    lrs = [key.removeprefix("model.optimizer.lr=") for key in groups]
+    assert lrs == ["0.1", "0.01", "0.001"]  # best mean first, jobs without results last
+    seeds, folds, unfinished = groups.values()
+    assert (seeds["n"], seeds["seeds"], seeds["jobs"]) == ("3", "1 2 3", "0 1 2")
+    assert seeds["incomplete"] == "0"
+    assert float(seeds["best_val_acc_mean"]) == pytest.approx(0.7)
+    assert float(seeds["best_val_acc_std"]) == pytest.approx(0.1)  # sample std: n - 1
+    assert float(seeds["test_acc_mean"]) == pytest.approx(0.5)
+    assert float(seeds["test_acc_std"]) == pytest.approx(0.05)
+    assert (folds["n"], folds["folds"], folds["incomplete"]) == ("2", "0 1", "1")
+    assert float(folds["best_val_acc_std"]) == pytest.approx(0.2828427)
+    assert folds["test_acc_mean"] == ""
+    assert (unfinished["n"], unfinished["incomplete"]) == ("0", "1")
+    assert unfinished["best_val_acc_mean"] == ""
+    markdown = (tmp_path / "sweep_summary.md").read_text()
+    assert "| `model.optimizer.lr=0.1` | 3 | 0.7000 ± 0.1000 | 0.5000 ± 0.0500 |" in markdown
+    assert "| `model.optimizer.lr=0.01` | 2 | 0.6000 ± 0.2828 |  | 1 |" in markdown

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from src.data.balance import SAMPLERS, balanced_sampler
 from src.data.download import download_image_folder
 from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
 from src.data.splits import LabelledImages, Splits, SplitSettings, build_splits, image_split
@@ -58,6 +59,8 @@ class ImageFolderDataModule(LightningDataModule):
             stratified `num_folds`-fold split is val (test stays out of every fold).
         splits_file: a `splits.csv` of an earlier run to use as it is (`src.train` passes
             the run directory's own when resuming in place), instead of the above.
+        sampler: `null` shuffles the training images; `balanced` draws every class equally
+            often (`src.data.balance.balanced_sampler`).
     """
 
     def __init__(
@@ -82,10 +85,13 @@ class ImageFolderDataModule(LightningDataModule):
         num_folds: int = 5,
         fold: int | None = None,
         splits_file: str | Path | None = None,
+        sampler: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise UserError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if sampler not in SAMPLERS:
+            raise UserError(f"Invalid data.sampler={sampler!r}: use null (shuffle) or balanced.")
         if num_workers is not None and num_workers < 0:
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
         self.data_dir = Path(data_dir).expanduser().resolve()
@@ -111,6 +117,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.features: dict[str, Dataset] = {}
         self.skip_bad_images = skip_bad_images
         self.skipped_images: list[str] = []
+        self.sampler = sampler
 
     def prepare_data(self) -> None:
         """Download the data once (Lightning calls this on one process per node)."""
@@ -167,9 +174,13 @@ class ImageFolderDataModule(LightningDataModule):
         return list(self.train_set.classes)
 
     def train_dataloader(self) -> DataLoader:
-        if "train" in self.features:
-            return self._loader(self.features["train"], shuffle=True, workers=False)
-        return self._loader(self.train_set, shuffle=True)
+        sampler = None
+        if self.sampler == "balanced":
+            sampler = balanced_sampler(self.train_set.targets, len(self.class_names))
+        if "train" in self.features:  # the same images, in the same order
+            features = self.features["train"]
+            return self._loader(features, shuffle=sampler is None, workers=False, sampler=sampler)
+        return self._loader(self.train_set, shuffle=sampler is None, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         """Every validation image once; under DDP each process takes every n-th image.

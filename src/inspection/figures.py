@@ -16,6 +16,17 @@ from matplotlib.ticker import MaxNLocator
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 WRONG, RIGHT = "tab:red", "tab:green"
+# Longest class name a title or tick label shows; longer ones keep their start and end.
+NAME_CHARS = 20
+
+
+def short(name: str, width: int = NAME_CHARS) -> str:
+    """`name`, or its start and end around "…" when longer than `width` characters: class
+    names often differ only at the end (`species_a_1`, `species_a_2`)."""
+    if len(name) <= width:
+        return name
+    tail = (width - 1) // 2
+    return f"{name[: width - 1 - tail]}…{name[-tail:]}"
 
 
 def new_figure(width: float, height: float) -> Figure:
@@ -61,7 +72,7 @@ def image_grid(
 
 def augmented_batch(images: torch.Tensor, labels: torch.Tensor, class_names) -> Figure:
     """The tutorial's `imshow` of a training batch: augmented inputs with their labels."""
-    titles = [class_names[i] for i in labels.tolist()]
+    titles = [short(class_names[i]) for i in labels.tolist()]
     return image_grid(list(images), titles, suptitle="Training inputs after augmentation")
 
 
@@ -69,7 +80,7 @@ def prediction_grid(images, predictions, indices: Sequence[int]) -> Figure:
     """The tutorial's `visualize_model`: predicted (with probability) vs true label;
     wrong predictions are titled and framed in red."""
     titles, colors = [], []
-    names = predictions.class_names
+    names = [short(name) for name in predictions.class_names]
     for i in indices:
         pred, true = int(predictions.preds[i]), int(predictions.labels[i])
         titles.append(f"pred {names[pred]} {predictions.probs[i, pred]:.2f}\ntrue {names[true]}")
@@ -82,34 +93,48 @@ def prediction_grid(images, predictions, indices: Sequence[int]) -> Figure:
 
 def top_losses(images, predictions, indices: Sequence[int]) -> Figure:
     """The images the model gets most wrong, with their loss, prediction and true label."""
-    names, titles = predictions.class_names, []
+    names, titles = [short(name) for name in predictions.class_names], []
     for i in indices:
         pred, true = int(predictions.preds[i]), int(predictions.labels[i])
         titles.append(
             f"loss {predictions.losses[i]:.2f}\n"
-            f"pred {names[pred]} {predictions.probs[i, pred]:.2f}, true {names[true]}"
+            f"pred {names[pred]} {predictions.probs[i, pred]:.2f}\ntrue {names[true]}"
         )
     colors = [WRONG if predictions.preds[i] != predictions.labels[i] else RIGHT for i in indices]
     return image_grid(images, titles, colors, suptitle="Highest-loss validation images")
 
 
 def confusion_matrix(cm: torch.Tensor, class_names: Sequence[str], title: str = "") -> Figure:
-    """Counts per (true, predicted) pair, with each row's share of its class."""
+    """Counts per (true, predicted) pair, coloured by each row's share of its class.
+
+    Up to 10 classes each cell shows its count and share; with more, cells shrink so that
+    the matrix stays about 12 inches wide, show only non-zero counts (the colour shows the
+    share), and fonts shrink with them. Below 0.3 inches a cell (over 40 classes) holds
+    no text: the colours and the class names remain.
+    """
     n = len(class_names)
-    fig = new_figure(1.2 * n + 2.5, 1.1 * n + 1.8)
+    cell = min(1.2, max(0.15, 12 / n))  # inches
+    fig = new_figure(cell * n + 3, cell * n + 2.5)
     ax = fig.subplots()
     shares = cm.float() / cm.sum(dim=1, keepdim=True).clamp(min=1)
     image = ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fontsize = min(11.0, cell * 18)
     for t in range(n):
         for p in range(n):
+            if cell < 0.3 or (n > 10 and cm[t, p] == 0):
+                continue
             color = "white" if shares[t, p] > 0.5 else "black"
-            text = f"{int(cm[t, p])}\n{shares[t, p]:.0%}"
-            ax.text(p, t, text, ha="center", va="center", color=color, fontsize=11)
-    ax.set_xticks(range(n), class_names, rotation=45 if n > 4 else 0)
-    ax.set_yticks(range(n), class_names)
+            text = f"{int(cm[t, p])}\n{shares[t, p]:.0%}" if n <= 10 else f"{int(cm[t, p])}"
+            ax.text(p, t, text, ha="center", va="center", color=color, fontsize=fontsize)
+    names, label_size = [short(name) for name in class_names], min(10.0, max(4.0, cell * 20))
+    # Many names: vertical, so that neighbours cannot overlap however long they are.
+    rotation = {"rotation": 90 if n > 10 else 45, "ha": "right", "rotation_mode": "anchor"}
+    rotation = rotation if n > 4 else {}
+    ax.set_xticks(range(n), names, fontsize=label_size, **rotation)
+    ax.set_yticks(range(n), names, fontsize=label_size)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    fig.colorbar(image, ax=ax, label="share of the true class")
+    fig.colorbar(image, ax=ax, label="share of the true class", fraction=0.05, shrink=0.8)
     ax.set_title(title or f"Confusion matrix ({int(cm.sum())} images)")
     return fig
 
@@ -189,4 +214,37 @@ def strategy_curves(curves: dict[str, dict[str, dict[int, float]]], metric: str 
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    return fig
+
+
+def sweep_groups(groups: list[dict], labels: Sequence[str] | None = None) -> Figure:
+    """Mean ± std of the best val accuracy (and of the test accuracy, where there is one)
+    of each group of `src.runs.sweep_groups.group_jobs`, best at the top; `labels` names
+    the groups (default: their overrides)."""
+    labels = labels or [g["overrides"] for g in groups]
+    rows = [(g, label) for g, label in zip(groups, labels, strict=True) if g["n"]]
+    fig = new_figure(9, 0.6 * len(rows) + 1.6)
+    ax = fig.subplots()
+    series = [("best_val_acc", "best val/acc")]
+    if any(g["test_acc_mean"] is not None for g, _ in rows):
+        series.append(("test_acc", "test acc"))
+    for k, (key, name) in enumerate(series):
+        for i, (g, _) in enumerate(rows):
+            mean, std = g[f"{key}_mean"], g[f"{key}_std"]
+            if mean is None:
+                continue
+            y = i + 0.2 * k
+            ax.errorbar(mean, y, xerr=std or 0.0, fmt="o", capsize=4, color=f"C{k}",
+                        label=f"{name} (mean ± std)" if i == 0 else None)  # fmt: skip
+            text = f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
+            ax.annotate(text, (mean, y), xytext=(0, 6 if k == 0 else -6), ha="center",
+                        va="bottom" if k == 0 else "top", textcoords="offset points",
+                        fontsize=8, color=f"C{k}")  # fmt: skip
+    names = [f"{short(label or 'every job', 48)} (n={g['n']})" for g, label in rows]
+    ax.set_yticks(range(len(rows)), names, fontsize=9)
+    ax.set_ylim(len(rows) - 0.4, -0.6)  # best first, at the top
+    ax.set_xlabel("accuracy")
+    ax.set_title("Mean ± std over seeds and folds")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8)
     return fig

@@ -6,16 +6,18 @@ any torchvision or timm classification model (`src.models.backbone`); the strate
 unfreeze it in stages (`lp_ft`, `gradual`) are callbacks in `src.training.finetuning`.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.backbone import build_backbone
+from src.models.metrics import best_so_far, require_monitored, restart_best, split_metrics
 from src.models.stages import backbone_stages, stage_lr_scales
 
 
@@ -39,6 +41,11 @@ class TransferLearningModel(LightningModule):
         backbone_kwargs: extra constructor arguments of the backbone (a ViT's image size).
         layer_decay: each backbone stage learns at `layer_decay` times the learning rate of
             the stage above it; the top stage at the head's rate. 1.0 = one rate for all.
+        class_weights: one weight per class for the training loss (`model.class_weights`;
+            `src.train` turns `balanced` into numbers from the training counts). val/loss and
+            test/loss stay the plain cross-entropy, comparable between runs.
+        monitor, monitor_mode: the validation metric that picks the best checkpoint; besides
+            `val/acc_best`, its best-so-far is logged as `<monitor>_best`.
     """
 
     def __init__(
@@ -53,11 +60,15 @@ class TransferLearningModel(LightningModule):
         backbone: str = "resnet18",
         backbone_kwargs: dict | None = None,
         layer_decay: float = 1.0,
+        class_weights: Sequence[float] | None = None,
+        monitor: str = "val/acc",
+        monitor_mode: str = "max",
     ) -> None:
         super().__init__()
         # Plain lists and dicts (not OmegaConf's) keep the checkpoint loadable with
         # `weights_only=True`; save_hyperparameters reads these locals.
         class_names = [str(name) for name in class_names] if class_names else None
+        class_weights = None if class_weights is None else [float(w) for w in class_weights]
         if isinstance(backbone_kwargs, DictConfig):
             backbone_kwargs = OmegaConf.to_container(backbone_kwargs, resolve=True)
         backbone_kwargs = dict(backbone_kwargs or {})
@@ -80,13 +91,23 @@ class TransferLearningModel(LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
 
         self.criterion = nn.CrossEntropyLoss()
-        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        if class_weights is not None:
+            # Derived from the data and saved in the hyper-parameters, not in the state
+            # dict: checkpoints with and without class weights load into either model.
+            if len(class_weights) != num_classes:
+                raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
+            weight = torch.tensor(class_weights)
+            self.criterion.register_buffer("weight", weight, persistent=False)
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        names = class_names or [str(i) for i in range(num_classes)]
+        self.val_metrics = split_metrics("val", names)
+        self.test_metrics = split_metrics("test", names)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # resuming keeps the best-so-far
-        self.test_loss = MeanMetric()
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        require_monitored(monitor, names)
+        self.monitor = monitor
+        self.monitor_best = None if monitor == "val/acc" else best_so_far(monitor_mode)
 
     @property
     def backbone_frozen(self) -> bool:
@@ -142,40 +163,52 @@ class TransferLearningModel(LightningModule):
         self.train_acc.reset()
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self.update_metrics(batch, self.val_loss, self.val_acc)
+        self.update_metrics(batch, self.val_loss, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
-        """Log loss and accuracy over the whole validation split, and the best accuracy so far."""
-        acc = self.log_metrics("val", self.val_loss, self.val_acc)
+        """Log the metrics over the whole validation split, and the best so far of val/acc and
+        of the monitored metric."""
+        metrics = self.log_metrics("val", self.val_loss, self.val_metrics)
         # The sanity check before training sees two batches only; it must not set the best.
         if self.trainer.sanity_checking:
             return
-        self.val_acc_best.update(acc)
+        self.val_acc_best.update(metrics["val/acc"])
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
+        if self.monitor_best is not None:
+            self.monitor_best.update(metrics[self.monitor])
+            self.log(f"{self.monitor}_best", self.monitor_best.compute(), sync_dist=True)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Continue from a checkpoint saved with another `monitor` (`ckpt_path=`, or `resume=`
+        with a new monitor): this run's best of its own metric starts afresh."""
+        saved = (checkpoint.get("hyper_parameters") or {}).get("monitor", "val/acc")
+        if saved != self.monitor:
+            restart_best(checkpoint["state_dict"], "monitor_best.", self.monitor_best)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self.update_metrics(batch, self.test_loss, self.test_acc)
+        self.update_metrics(batch, self.test_loss, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        """Log loss and accuracy over the whole test split (`src.train` tests the best
-        checkpoint once, after training)."""
-        self.log_metrics("test", self.test_loss, self.test_acc)
+        """Log test/loss, test/acc, test/f1_macro, test/balanced_acc and test/class_acc/<class>
+        over the whole test split (`src.train` tests the best checkpoint once, after training)."""
+        self.log_metrics("test", self.test_loss, self.test_metrics)
 
-    def update_metrics(self, batch, loss: MeanMetric, acc: MulticlassAccuracy) -> None:
-        """Add a batch to a split's loss and accuracy (validation and test alike)."""
+    def update_metrics(self, batch, loss: MeanMetric, metrics: MetricCollection) -> None:
+        """Add a batch to a split's loss and metrics (validation and test alike). The loss is
+        the plain cross-entropy, without class weights."""
         images, labels = batch
         logits = self(images)
-        loss.update(self.criterion(logits, labels), weight=labels.numel())
-        acc.update(logits, labels)
+        loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
+        metrics.update(logits, labels)
 
-    def log_metrics(self, stage: str, loss: MeanMetric, acc: MulticlassAccuracy) -> torch.Tensor:
-        """Log `stage`/loss and `stage`/acc over the whole split, reset them, return the acc."""
-        value = acc.compute()
-        self.log(f"{stage}/loss", loss.compute(), sync_dist=True)
-        self.log(f"{stage}/acc", value, sync_dist=True)
+    def log_metrics(self, stage: str, loss: MeanMetric, metrics: MetricCollection) -> dict:
+        """Log `stage`/loss and the split's metrics over the whole split, reset them, return
+        the logged values."""
+        values = {f"{stage}/loss": loss.compute(), **metrics.compute()}
+        self.log_dict(values, sync_dist=True)
         loss.reset()
-        acc.reset()
-        return value
+        metrics.reset()
+        return values
 
     def configure_optimizers(self):
         """The optimizer over the parameters that train now; with `layer_decay` < 1, one

@@ -44,10 +44,19 @@ class RunSummary:
     # The best checkpoint re-loaded and validated after training (absent when interrupted).
     best_ckpt_val_acc: float | None = None
     best_ckpt_val_loss: float | None = None
+    # ... and every metric of that validation: val/f1_macro, val/class_acc/<class>, ...
+    best_ckpt_val_metrics: dict[str, float] = field(default_factory=dict)
+    # The metric that picks the best checkpoint (`monitor`) and its best value. best_val_acc
+    # stays the best val/acc of the run, also when another metric is monitored.
+    monitor: str | None = None
+    monitor_mode: str | None = None
+    monitor_best: float | None = None
     # The best checkpoint on the held-out test split, once after training (when there is
     # one): the number to report, since the checkpoint was chosen on val.
     test_acc: float | None = None
     test_loss: float | None = None
+    # ... and every metric of that test: test/f1_macro, test/class_acc/<class>, ...
+    test_metrics: dict[str, float] = field(default_factory=dict)
     # The value a sweep optimises: the logged metric named by the `optimized_metric` key.
     optimized_metric: str | None = None
     optimized_value: float | None = None
@@ -83,13 +92,21 @@ class RunSummary:
         return Path(run_dir) / "checkpoints" / Path(self.best_ckpt).name
 
     def result_line(self, run_dir: str | Path) -> str:
-        """The console's last line: strategy, best val/acc and where it came from, and the
-        test accuracy of that checkpoint when there is a test split."""
-        acc = "n/a" if self.best_val_acc is None else f"{self.best_val_acc:.4f}"
+        """The console's last line: strategy, the monitored metric's best value (val/acc by
+        default) and where it came from, and the test accuracy of that checkpoint when there
+        is a test split."""
+        monitor = self.monitor or "val/acc"
+        best = self.best_val_acc if monitor == "val/acc" else self.monitor_best
+        value = "n/a" if best is None else f"{best:.4f}"
         where = "" if self.best_epoch is None else f" at epoch {self.best_epoch}"
+        if monitor != "val/acc" and self.best_ckpt_val_acc is not None:
+            where += f" (val/acc {self.best_ckpt_val_acc:.4f})"
         test = "" if self.test_acc is None else f", test/acc {self.test_acc:.4f}"
+        test_monitor = "test/" + monitor.removeprefix("val/")  # e.g. test/f1_macro
+        if monitor != "val/acc" and test_monitor in self.test_metrics:
+            test += f", {test_monitor} {self.test_metrics[test_monitor]:.4f}"
         fit = 0.0 if self.fit_time_s is None else self.fit_time_s
         return (
-            f"Result: {self.strategy} best val/acc {acc}{where}{test} "
+            f"Result: {self.strategy} best {monitor} {value}{where}{test} "
             f"({self.epochs_trained} epochs, {fit:.1f} s); run directory {run_dir}"
         )

@@ -6,7 +6,8 @@ Each job's row comes from what the job left in its directory: `.hydra/overrides.
 after every job, not only at the end of the sweep: when a job fails, Hydra's sweepers
 raise once the batch is done and `on_multirun_end` never runs, and a sweep killed half-way
 should still show what finished. A job with a directory but no status is still running,
-or was killed (listed as "unfinished").
+or was killed (listed as "unfinished"). Below the jobs, a second table groups them by their
+overrides without `seed` and `data.fold`: mean ± std over repeats (`src.runs.sweep_groups`).
 """
 
 import csv
@@ -25,6 +26,7 @@ from omegaconf import DictConfig
 from src.files import write_text_atomic
 from src.runs.run_dir import STATUS_FILE, Run, job_key, sweep_runs
 from src.runs.slurm import slurm_task_rank
+from src.runs.sweep_groups import group_jobs, groups_csv, groups_markdown
 from src.runs.sweep_resume import completed_earlier
 
 try:
@@ -34,7 +36,10 @@ except ImportError:  # Windows: jobs of one sweep then must not end at the same 
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["job", "status", "best_val_acc", "best_epoch", "wall_time_s", "overrides", "run_dir"]
+COLUMNS = [
+    "job", "status", "best_val_acc", "test_acc", "best_epoch", "wall_time_s", "overrides",
+    "run_dir", "monitor", "monitor_best",
+]  # fmt: skip
 STATUS_ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
 
 
@@ -88,12 +93,21 @@ def sweep_root(config: DictConfig) -> Path:
 
 
 def write_sweep_summary(root: Path) -> list[dict]:
-    """Collect every job under `root`, best first, and (re)write the CSV and Markdown tables."""
+    """Collect every job under `root`, best first, and (re)write the CSV and Markdown tables:
+    the jobs, and the jobs grouped over seeds and folds."""
     with _locked(root / ".sweep_summary.lock"):
-        rows = sorted((job_row(root, run) for run in sweep_runs(root)), key=_rank)
+        rows = sweep_rows(root)
+        groups = group_jobs(rows)
         write_text_atomic(root / "sweep_summary.csv", _to_csv(rows))
-        write_text_atomic(root / "sweep_summary.md", _to_markdown(rows, root))
+        write_text_atomic(root / "sweep_summary_groups.csv", groups_csv(groups))
+        markdown = _to_markdown(rows, root) + "\n" + groups_markdown(groups)
+        write_text_atomic(root / "sweep_summary.md", markdown)
     return rows
+
+
+def sweep_rows(root: Path) -> list[dict]:
+    """One row per job under `root` (the rows of sweep_summary.csv), best first."""
+    return sorted((job_row(root, run) for run in sweep_runs(root)), key=_rank)
 
 
 def job_row(root: Path, run: Run) -> dict:
@@ -105,10 +119,13 @@ def job_row(root: Path, run: Run) -> dict:
         "job": run.path.relative_to(root).as_posix(),
         "status": status["status"],
         "best_val_acc": best_val_acc,
+        "test_acc": summary.test_acc if summary else None,
         "best_epoch": summary.best_epoch if summary else None,
         "wall_time_s": status.get("wall_time_s"),
         "overrides": " ".join(run.overrides),
         "run_dir": str(run.path),
+        "monitor": summary.monitor if summary else None,
+        "monitor_best": summary.monitor_best if summary else None,
         "error": status.get("error"),
     }
 
@@ -145,10 +162,10 @@ def _to_markdown(rows: list[dict], root: Path) -> str:
     if common and len(rows) > 1:
         shared = " ".join(o for o in override_lists[0] if o in common)
         lines += [f"Overrides of every job: `{shared}`", ""]
-    lines += [
-        "| job | status | best val/acc | best epoch | wall time (s) | overrides | run directory |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    tested = any(row["test_acc"] is not None for row in rows)
+    header = ["job", "status", "best val/acc", *["test acc"] * tested, "best epoch"]
+    header += ["wall time (s)", "overrides", "run directory"]
+    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     for row, overrides in zip(rows, override_lists, strict=True):
         own = " ".join(o for o in overrides if o not in common or len(rows) == 1)
         status = row["status"] + (f": {row['error']}" if row["error"] else "")
@@ -156,6 +173,7 @@ def _to_markdown(rows: list[dict], root: Path) -> str:
             row["job"],
             status.replace("|", "\\|"),
             _fmt(row["best_val_acc"], "{:.4f}"),
+            *[_fmt(row["test_acc"], "{:.4f}")] * tested,
             _fmt(row["best_epoch"], "{}"),
             _fmt(row["wall_time_s"], "{:.1f}"),
             f"`{own}`" if own else "",

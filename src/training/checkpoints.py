@@ -26,12 +26,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class EveryEpochLastCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` whose `last.ckpt` really is the last epoch.
+    """`ModelCheckpoint` whose `last.ckpt` really is the last epoch, and whose best
+    checkpoint is named after the monitored metric unless `filename` is given.
 
     Since Lightning 2.6, `save_last=True` only rewrites `last.ckpt` in an epoch where a top-k
     checkpoint is saved, so with `save_top_k=1` it is a copy of the best epoch and resuming
     repeats every epoch after it.
     """
+
+    def __init__(self, *args, filename: str | None = None, monitor: str | None = None, **kwargs):
+        if filename is None and monitor is not None:
+            filename = best_checkpoint_name(monitor)
+        super().__init__(*args, filename=filename, monitor=monitor, **kwargs)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -47,3 +53,10 @@ class EveryEpochLastCheckpoint(ModelCheckpoint):
         # Skips fast_dev_run, sanity checks, validate(), and a step already saved.
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def best_checkpoint_name(monitor: str) -> str:
+    """`best-epoch{epoch:03d}-acc{val/acc:.4f}` for `val/acc`: the metric's name without its
+    `val/` and with `_` for `/` (a `/` would make a sub-folder), then its value."""
+    tag = monitor.removeprefix("val/").replace("/", "_").replace(" ", "_")
+    return f"best-epoch{{epoch:03d}}-{tag}{{{monitor}:.4f}}"

@@ -3,10 +3,11 @@
 Each check names the key to fix; the values a sweep may explore are left alone.
 """
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from src.data.splits import SplitSettings
 from src.errors import UserError
+from src.models.metrics import check_monitor
 
 STRATEGIES = ("finetune", "frozen", "lp_ft", "gradual")
 
@@ -35,6 +36,24 @@ def check_config(cfg: DictConfig) -> None:
         )
     check_backbone(OmegaConf.select(cfg, "model.backbone"), OmegaConf.select(cfg, "model.weights"))
     SplitSettings.from_config(cfg.get("data") or {})  # raises on a bad data.fold, ...
+    require(cfg, "data.sampler", lambda v: v in (None, "balanced"), "null (shuffle) or balanced")
+    weights = "null, balanced or a list of numbers > 0"
+    require(cfg, "model.class_weights", valid_class_weights, weights)
+    if "monitor" in cfg:
+        check_monitor(cfg.monitor, cfg.get("monitor_mode"))
+        checkpoint_monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
+        if checkpoint_monitor not in (None, cfg.monitor):
+            raise UserError(
+                f"callbacks.model_checkpoint.monitor={checkpoint_monitor} differs from "
+                f"monitor={cfg.monitor}: set monitor={checkpoint_monitor} instead, so that the "
+                "summary, the Result line and the sweep objective follow the same metric."
+            )
+
+
+def valid_class_weights(value) -> bool:
+    if isinstance(value, ListConfig | list):
+        return len(value) > 0 and all(not isinstance(w, bool) and w > 0 for w in value)
+    return value is None or value == "balanced"
 
 
 def is_count(minimum: int):

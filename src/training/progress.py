@@ -26,11 +26,14 @@ def progress_bar(enabled: bool = True, interactive: bool | None = None) -> Progr
 
 
 def epoch_metrics(trainer, skip_prefix: str | None = None) -> dict[str, float]:
-    """The latest logged metrics (losses, accuracies, learning rates), by name."""
+    """The latest logged metrics (losses, accuracies, learning rates), by name; not the
+    per-class accuracies (one per class: metrics.csv has them, a line would not hold 30)."""
     return {
         name: float(value)
         for name, value in sorted(trainer.callback_metrics.items())
-        if value.numel() == 1 and not (skip_prefix and name.startswith(skip_prefix))
+        if value.numel() == 1
+        and not (skip_prefix and name.startswith(skip_prefix))
+        and "/class_acc/" not in name
     }
 
 

@@ -20,10 +20,15 @@ def write_class_images(folder: Path, class_index: int, count: int, size=(48, 40)
 def make_image_folder(
     root: Path, classes=("ants", "bees"), train_per_class=6, val_per_class=4, size=(48, 40)
 ) -> Path:
-    """Write train/ and val/ JPEGs, one solid colour per class (easy to learn)."""
+    """Write train/ and val/ JPEGs, one solid colour per class (easy to learn).
+
+    A count per split is the same for every class, or a list of one count per class
+    (`train_per_class=[18, 2]`: 9 ants for every bee).
+    """
     for split, count in (("train", train_per_class), ("val", val_per_class)):
+        counts = [count] * len(classes) if isinstance(count, int) else list(count)
         for c, name in enumerate(classes):
-            write_class_images(root / split / name, c, count, size)
+            write_class_images(root / split / name, c, counts[c], size)
     return root
 
 
