@@ -41,6 +41,7 @@ def evaluate(
     batch_size: int = 32,
     split: str = "val",
     skip_bad_images: bool = False,
+    jpeg_draft: bool | None = None,
 ) -> dict:
     """Results of the checkpoint (or the run's best one) on `data_dir/split`.
 
@@ -64,13 +65,18 @@ def evaluate(
         )
     image_size = image_size or run_data.get("image_size", 224)
     resize_size = resize_size or run_data.get("resize_size", 256)
+    if jpeg_draft is None:  # read the images as the run did
+        jpeg_draft = bool(run_data.get("jpeg_draft", False))
+    draft_size = resize_size if jpeg_draft else None
 
     from src.data.transforms import val_transform
 
     model = load_model(ckpt)
     names = list(model.hparams.class_names)
     transform = val_transform(image_size, resize_size)
-    dataset, skipped = labelled_images(data_dir, split, names, transform, skip_bad_images)
+    dataset, skipped = labelled_images(
+        data_dir, split, names, transform, skip_bad_images, draft_size
+    )
     predictions = predict_dataset(model, dataset, batch_size)
     counts = predictions.confusion_matrix().sum(dim=1).tolist()
     return {
@@ -88,6 +94,7 @@ def evaluate(
         "confusion_matrix": predictions.confusion_matrix().tolist(),
         "image_size": image_size,
         "resize_size": resize_size,
+        "jpeg_draft": jpeg_draft,
     }
 
 

@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
     inputs = list(inputs) if isinstance(inputs, ListConfig) else [str(inputs)] if inputs else []
     with exit_on_user_error(log):
         rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.image_size, cfg.resize_size,
-                       cfg.batch_size)  # fmt: skip
+                       cfg.batch_size, cfg.jpeg_draft)  # fmt: skip
     write_csv(rows, Path(cfg.output))
     for row in rows:
         print(format_row(row))
@@ -61,6 +61,7 @@ def predict(
     image_size: int | None = None,
     resize_size: int | None = None,
     batch_size: int = 32,
+    jpeg_draft: bool | None = None,
 ) -> list[dict]:
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
     `error` (None, or why the file could not be read as an image)."""
@@ -81,9 +82,11 @@ def predict(
     top_k = min(top_k, len(model.hparams.class_names))
     run = run_for_checkpoint(ckpt_path)
     data = run.config.get("data", {}) if run else {}
-    transform = val_transform(
-        image_size or data.get("image_size", 224), resize_size or data.get("resize_size", 256)
-    )
+    resize_size = resize_size or data.get("resize_size", 256)
+    transform = val_transform(image_size or data.get("image_size", 224), resize_size)
+    if jpeg_draft is None:  # read the images as the run did
+        jpeg_draft = bool(data.get("jpeg_draft", False))
+    draft_size = resize_size if jpeg_draft else None
 
     rows, batch = [], []
     for path in files:
@@ -91,7 +94,7 @@ def predict(
         rows.append(row)
         try:
             # The same reader as training: 16-bit, palette and CMYK images get the same pixels.
-            batch.append((row, transform(load_rgb(path))))
+            batch.append((row, transform(load_rgb(path, draft_size))))
         except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError too
             row["error"] = f"not a readable image ({type(err).__name__}: {err})"
         if len(batch) == batch_size:

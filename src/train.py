@@ -56,6 +56,7 @@ def train(cfg: DictConfig):
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
     from src.errors import UserError
+    from src.inspection.predictions import KeepValidationOutputs
     from src.models.checkpoint import load_checkpoint
     from src.runs.resume import keep_earlier_metrics, resolve_ckpt_path
     from src.runs.summary import RunSummary
@@ -84,6 +85,10 @@ def train(cfg: DictConfig):
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if cfg.data.get("cache_features"):
         callbacks.append(CacheFeatures())
+    # The figures reuse the outputs of the best checkpoint's final validation.
+    validation_outputs = KeepValidationOutputs()
+    if cfg.get("figures"):
+        callbacks.append(validation_outputs)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     if checkpoint:
         keep_earlier_metrics(loggers, checkpoint)
@@ -123,7 +128,11 @@ def train(cfg: DictConfig):
         if cfg.get("figures"):
             from src.inspection.run_figures import write_run_figures
 
-            log.info("Figures: %s", ", ".join(p.name for p in write_run_figures(output_dir)))
+            validation = validation_outputs.predictions(datamodule.val_set, class_names)
+            paths = write_run_figures(
+                output_dir, validation=validation, train_set=datamodule.train_set
+            )
+            log.info("Figures: %s", ", ".join(p.name for p in paths))
         log.info(summary.result_line(output_dir))
         if interrupted_by:
             log.warning(

@@ -46,7 +46,7 @@ def test_prediction_grid_marks_wrong_predictions_in_red():
         class_names=["ants", "bees"],
     )
     fig = figures.prediction_grid([torch.zeros(3, 8, 8)] * 3, predictions, [0, 1, 2])
-    titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes[:3]]
+    titles = [(text.get_text(), text.get_color()) for text in fig.axes[0].texts]
     assert titles[0] == ("pred ants 0.90\ntrue ants", figures.RIGHT)
     assert titles[2] == ("pred ants 0.70\ntrue bees", figures.WRONG)
     assert "1 wrong" in fig.get_suptitle()

@@ -4,6 +4,7 @@ The one folder builder: the datamodule, `src.eval` and the figures all get their
 here, checked the same way (layout, undecodable files) and read through `load_rgb`.
 """
 
+from functools import partial
 from pathlib import Path
 
 from torchvision.datasets import ImageFolder
@@ -13,11 +14,14 @@ from src.data.validation import SplitCheck, check_split, require_folder
 from src.errors import UserError
 
 
-def image_split(data_dir: Path, split: str, transform) -> tuple[ImageFolder, SplitCheck]:
+def image_split(
+    data_dir: Path, split: str, transform, draft_size: int | None = None
+) -> tuple[ImageFolder, SplitCheck]:
     """`data_dir/split` as an ImageFolder of its decodable images, and what the check found.
 
     Images that cannot be decoded are left out of the dataset; `report_files` (in
     `src.data.validation`) decides whether that stops the run or only skips them.
+    `draft_size` is passed to `load_rgb` (`data.jpeg_draft`).
     """
     data_dir = Path(data_dir).expanduser()
     require_folder(data_dir)
@@ -36,7 +40,8 @@ def image_split(data_dir: Path, split: str, transform) -> tuple[ImageFolder, Spl
     check = check_split(split_dir)
     try:
         usable = check.usable.__contains__
-        dataset = ImageFolder(split_dir, transform, loader=load_rgb, is_valid_file=usable)
+        loader = partial(load_rgb, draft_size=draft_size) if draft_size else load_rgb
+        dataset = ImageFolder(split_dir, transform, loader=loader, is_valid_file=usable)
     except FileNotFoundError as err:
         raise UserError(
             f"No images in {split_dir}: expected one sub-folder per class holding image "

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 
 LAYOUT = "<data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image>"
 
+# This process's verdicts, on top of the cache file: the jobs of a local multirun check
+# each image once even where the cache file cannot be written.
+_checked: dict[str, dict] = {}
+
 
 @dataclass
 class SplitCheck:
@@ -128,12 +132,13 @@ def check_images(paths: list[Path]) -> dict[str, str | None]:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
+    cache.update(_checked)
     keys = {str(p): file_key(p) for p in paths}
     todo = [path for path, key in keys.items() if cache.get(path, {}).get("key") != key]
     if todo:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             for path, problem in zip(todo, pool.map(check_image, todo), strict=True):
-                cache[path] = {"key": keys[path], "problem": problem}
+                cache[path] = _checked[path] = {"key": keys[path], "problem": problem}
         try:
             write_text_atomic(cache_file, json.dumps({path: cache[path] for path in keys}))
         except OSError as err:  # a read-only home directory only costs the next run time

@@ -1,8 +1,12 @@
 """The five figures of a training run, from its directory: what `src.train` saves at the end
 of a run (`figures=true`) and what `notebooks/inspect_run.ipynb` shows.
 
-Prediction figures come from the run's best checkpoint on the validation split, with the
-image sizes of the run's config; `data_dir` replaces the run's data folder if it moved.
+Prediction figures come from the run's best checkpoint on the validation split. At the end
+of training, `src.train` hands over the outputs of that checkpoint's final validation and
+its datasets (the images exactly as the network saw them), so nothing is decoded or
+predicted twice. On demand, the checkpoint is loaded and run over the validation images
+(in fp32) with the image sizes of the run's config; `data_dir` replaces the run's data
+folder if it moved.
 """
 
 import logging
@@ -26,18 +30,20 @@ FIGURE_NAMES = (
 )
 
 
-def run_data(run: Run, data_dir: str | Path | None = None) -> tuple[Path, int, int]:
-    """Data folder, crop size and validation resize size the run trained with."""
+def run_data(run: Run, data_dir: str | Path | None = None) -> tuple[Path, int, int, int | None]:
+    """Data folder, crop size, validation resize size and JPEG draft size of the run."""
     data = run.config.get("data", {})
     folder = Path(data_dir or data["data_dir"]).expanduser()
-    return folder, data.get("image_size", 224), data.get("resize_size", 256)
+    resize_size = data.get("resize_size", 256)
+    draft_size = resize_size if data.get("jpeg_draft") else None
+    return folder, data.get("image_size", 224), resize_size, draft_size
 
 
 def val_predictions(run: Run, data_dir=None, ckpt_path=None) -> tuple[Predictions, object]:
     """The best checkpoint's predictions over the validation images, and those images."""
     model = load_model(ckpt_path or run.best_ckpt)
-    folder, image_size, resize_size = run_data(run, data_dir)
-    dataset = val_images(folder, model.hparams.class_names, image_size, resize_size)
+    folder, image_size, resize_size, draft_size = run_data(run, data_dir)
+    dataset = val_images(folder, model.hparams.class_names, image_size, resize_size, draft_size)
     return predict_dataset(model, dataset), dataset
 
 
@@ -47,10 +53,15 @@ def sample(count: int, n: int, seed: int = 0) -> list[int]:
     return sorted(torch.randperm(count, generator=generator)[:n].tolist())
 
 
-def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0):
-    """`n` training images through the training augmentation, with their labels."""
-    folder, image_size, _ = run_data(run, data_dir)
-    dataset = train_images(folder, run.class_names or [], image_size)
+def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0, dataset=None):
+    """`n` training images through the training augmentation, with their labels.
+
+    `dataset`: the training set a run used (decoded-image cache and all); default: the
+    run's train/ folder with the training augmentation.
+    """
+    if dataset is None:
+        folder, image_size, _, draft_size = run_data(run, data_dir)
+        dataset = train_images(folder, run.class_names or [], image_size, draft_size)
     with torch.random.fork_rng():  # the random crops and flips, without touching global state
         torch.manual_seed(seed)
         items = [dataset[i] for i in sample(len(dataset), n, seed)]
@@ -63,7 +74,10 @@ def prediction_figures(predictions: Predictions, dataset, n: int = 16, seed: int
     """Prediction grid, confusion matrix and top losses of one set of predictions."""
     shown = sample(len(dataset), n, seed)
     worst = predictions.losses.argsort(descending=True)[: min(8, len(dataset))].tolist()
-    title = f"Confusion matrix, val ({len(dataset)} images, accuracy {predictions.accuracy:.3f})"
+    title = (
+        f"Confusion matrix, val ({len(dataset)} images)\n"
+        f"accuracy {predictions.accuracy:.3f}, computed in {predictions.precision}"
+    )
     return {
         "val_predictions": figures.prediction_grid(
             [dataset[i][0] for i in shown], predictions, shown
@@ -75,9 +89,14 @@ def prediction_figures(predictions: Predictions, dataset, n: int = 16, seed: int
     }
 
 
-def run_figures(run_dir: str | Path, data_dir=None) -> dict:
+def run_figures(run_dir: str | Path, data_dir=None, validation=None, train_set=None) -> dict:
     """All five figures of a run that its files allow: without metrics.csv there are no
-    curves, without a best checkpoint no prediction figures (a log line says so)."""
+    curves, without a best checkpoint no prediction figures (a log line says so).
+
+    `validation`: (Predictions, dataset) of the best checkpoint, as
+    `KeepValidationOutputs.predictions` returns them; `train_set`: the run's training set.
+    Without them the figures are made from the files (see the module docstring).
+    """
     run = Run(run_dir)
     made = {}
     if (run.path / "csv" / "metrics.csv").is_file():
@@ -85,21 +104,25 @@ def run_figures(run_dir: str | Path, data_dir=None) -> dict:
         made["learning_curves"] = figures.learning_curves(run.metrics(), best_epoch)
     else:
         log.info("No csv/metrics.csv in %s: no learning curves.", run.path)
-    made["augmented_batch"] = augmented_batch(run, data_dir)
+    made["augmented_batch"] = augmented_batch(run, data_dir, dataset=train_set)
     best_ckpt = run.summary.best_ckpt_path(run.path) if run.summary else None
-    if best_ckpt is not None and best_ckpt.is_file():
+    if validation is not None:
+        made.update(prediction_figures(*validation))
+    elif best_ckpt is not None and best_ckpt.is_file():
         made.update(prediction_figures(*val_predictions(run, data_dir, best_ckpt)))
     else:
         log.info("No best checkpoint in %s: no prediction figures.", run.path)
     return {name: made[name] for name in FIGURE_NAMES if name in made}
 
 
-def write_run_figures(run_dir, data_dir=None, out_dir=None, dpi: int = 100) -> list[Path]:
+def write_run_figures(
+    run_dir, data_dir=None, out_dir=None, dpi: int = 100, validation=None, train_set=None
+) -> list[Path]:
     """Save the run's figures as `<out_dir>/<name>.png` (default `<run_dir>/figures/`)."""
     out = Path(out_dir or Path(run_dir) / "figures")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fig in run_figures(run_dir, data_dir).items():
+    for name, fig in run_figures(run_dir, data_dir, validation, train_set).items():
         paths.append(out / f"{name}.png")
         fig.savefig(paths[-1], dpi=dpi)
     return paths

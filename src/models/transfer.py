@@ -106,11 +106,14 @@ class TransferLearningModel(LightningModule):
         self.train_loss.reset()
         self.train_acc.reset()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Update the validation metrics; the logits are returned for callbacks (the figures
+        reuse those of the best checkpoint's final validation)."""
         images, labels = batch
         logits = self(images)
         self.val_loss.update(self.criterion(logits, labels), weight=labels.numel())
         self.val_acc.update(logits, labels)
+        return logits.detach()
 
     def on_validation_epoch_end(self) -> None:
         """Log loss and accuracy over the whole validation split, and the best accuracy so far."""
