@@ -185,14 +185,15 @@ class ImageFolderDataModule(LightningDataModule):
             multiprocessing_context=platform_start_method() if num_workers > 0 else None,
         )
 
-
     def workers(self) -> int:
-        """`num_workers`, or the machine's choice for `null` (known once a Trainer is attached:
-        under DDP the node's cores are shared among its processes)."""
+        """`num_workers`, or the machine's choice for `null`, made when the loaders are: by
+        then it is known whether the images were cached (not above `cache_max_gb`) and, from
+        the Trainer, how many training processes share the node's cores."""
         if self.num_workers is not None:
             return self.num_workers
+        cached = isinstance(self.train_set, DecodedImageCache)
         processes = self.trainer.num_devices if self.trainer is not None else 1
-        return default_num_workers(self.cache_images, processes)
+        return default_num_workers(cached, processes)
 
 
 def unpadded_shard(dataset):
@@ -214,14 +215,14 @@ def platform_start_method() -> str:
     return multiprocessing.get_all_start_methods()[0]
 
 
-def default_num_workers(cache_images: bool, processes_per_node: int = 1) -> int:
+def default_num_workers(cached: bool, processes_per_node: int = 1) -> int:
     """Loader processes for `data.num_workers=null`.
 
     With a GPU, the CPU's only job is to feed it: every core of the node runs a loader
     worker, shared among the node's training processes (each worker keeps two batches in
     flight, PyTorch's default prefetch, so a 16-core machine has 32 batches queued).
     Without one, cropping and flipping an already-decoded image takes under a millisecond,
-    so with `cache_images` the main process keeps up alone, and worker processes would only
+    so with `cached` images the main process keeps up alone, and worker processes would only
     take cycles from training on the same cores (measured: 7.7 s against 8.6 s per finetune
     epoch on 2 cores). Otherwise: one per core, at most 4.
     """
@@ -231,4 +232,4 @@ def default_num_workers(cache_images: bool, processes_per_node: int = 1) -> int:
         cores = os.cpu_count() or 1
     if torch.cuda.is_available():
         return max(1, cores // max(1, processes_per_node))
-    return 0 if cache_images else min(cores, 4)
+    return 0 if cached else min(cores, 4)
