@@ -1,16 +1,21 @@
-"""The tutorial-vs-template benchmark runs both loops and reports comparable rows."""
+"""The benchmarks: tutorial vs template (long and short runs, a multirun), the loader by image
+size, and the GPU check's timing."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
+from src.bench import gpu_check, loader
+from src.bench.gpu_check import TIMING_FILE
+from src.train import train
 from tests.helpers.config import ROOT
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_benchmark_reports_both_loops_for_each_strategy_and_a_multirun(image_folder, tmp_path):
     out = tmp_path / "bench"
     result = subprocess.run(
@@ -40,3 +45,39 @@ def test_benchmark_reports_both_loops_for_each_strategy_and_a_multirun(image_fol
     table = (out / "bench.md").read_text()
     assert "| frozen | 1 | 42 | template |" in table
     assert "Multirun of 2 two-epoch finetune jobs" in table
+
+
+def test_gpu_check_times_the_loader_and_the_steps(fast_config):
+    cfg = fast_config("trainer.max_epochs=2", "data.batch_size=4",
+                      "+callbacks.step_timing._target_=src.bench.gpu_check.StepTiming")  # fmt: skip
+    train(cfg)
+    timing = json.loads((Path(cfg.paths.output_dir) / TIMING_FILE).read_text())
+    assert timing["steps"] == 2 * 3  # 12 training images in batches of 4
+    assert timing["wait_s"] > 0 and timing["step_s"] > 0
+    assert timing["loader_share"] == pytest.approx(
+        timing["wait_s"] / (timing["wait_s"] + timing["step_s"]), abs=1e-3
+    )
+    assert timing["peak_gpu_memory_bytes"] is None  # no GPU here
+
+
+def test_gpu_check_says_so_on_a_machine_without_a_gpu(image_folder, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["gpu_check", "--data-dir", str(image_folder)])
+    with pytest.raises(SystemExit, match="No CUDA GPU on this machine"):
+        gpu_check.main()
+
+
+def test_loader_benchmark_compares_the_pipelines_at_each_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the benchmark points it elsewhere
+    out = tmp_path / "loader.json"
+    argv = ["loader", "--sizes", "64", "600", "--images", "4", "--seconds", "0.05",
+            "--rounds", "1", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    loader.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["width"], r["stage"]) for r in rows] == [
+        (64, "train"), (64, "val"), (600, "train"), (600, "val")
+    ]  # fmt: skip
+    for r in rows:
+        assert min(r["tutorial"], r["template"], r["template + jpeg_draft"]) > 0
+    assert "| 600 | val |" in capsys.readouterr().out
