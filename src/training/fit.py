@@ -46,7 +46,8 @@ def best_checkpoint_results(trainer, model, datamodule, revalidate: bool = True)
     # Read these first: validating restores the callback's state as it was at the best epoch.
     best_ckpt, best_val_acc = checkpoint.best_model_path, float(checkpoint.best_model_score)
     last_ckpt = checkpoint.last_model_path or None
-    saved = torch.load(best_ckpt, map_location="cpu", weights_only=True)
+    # Only the epoch is read: mmap leaves the weights on disk (validate loads them below).
+    saved = torch.load(best_ckpt, map_location="cpu", weights_only=True, mmap=True)
     results = {
         "best_val_acc": best_val_acc,
         "best_epoch": saved["epoch"],
