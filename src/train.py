@@ -85,6 +85,9 @@ def train(cfg: DictConfig):
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if cfg.data.get("cache_features"):
         callbacks.append(CacheFeatures())
+    elif cfg.model.get("freeze_backbone"):
+        # A frozen backbone maps each validation image to the same features in every epoch.
+        callbacks.append(CacheFeatures(train=False))
     # The figures reuse the outputs of the best checkpoint's final validation.
     validation_outputs = KeepValidationOutputs()
     if cfg.get("figures"):
@@ -128,11 +131,13 @@ def train(cfg: DictConfig):
         if cfg.get("figures"):
             from src.inspection.run_figures import write_run_figures
 
+            drawing = time.perf_counter()
             validation = validation_outputs.predictions(datamodule.val_set, class_names)
             paths = write_run_figures(
                 output_dir, validation=validation, train_set=datamodule.train_set
             )
-            log.info("Figures: %s", ", ".join(p.name for p in paths))
+            names = ", ".join(p.name for p in paths)
+            log.info("Figures (%.1f s): %s", time.perf_counter() - drawing, names)
         log.info(summary.result_line(output_dir))
         if interrupted_by:
             log.warning(

@@ -167,9 +167,11 @@ class ImageFolderDataModule(LightningDataModule):
             )
         return self._loader(self.val_set, shuffle=False, sampler=unpadded_shard(self.val_set))
 
-    def use_features(self, train: Dataset, val: Dataset) -> None:
-        """Serve these (backbone features, label) datasets instead of the images from now on."""
-        self.features = {"train": train, "val": val}
+    def use_features(self, train: Dataset | None = None, val: Dataset | None = None) -> None:
+        """Serve these (backbone features, label) datasets instead of the images from now on
+        (`None`: keep serving that split's images)."""
+        given = {"train": train, "val": val}
+        self.features = {split: data for split, data in given.items() if data is not None}
 
     def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
         # Features are tensors already in memory: worker processes would only add cost.

@@ -15,17 +15,38 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 
 class CacheFeatures(Callback):
-    """At the start of fitting, replace the datamodule's images by the backbone's features."""
+    """At the start of fitting, replace the datamodule's images by the backbone's features.
+
+    `train=False` (what `src.train` uses for every frozen run without `data.cache_features`)
+    caches the validation images only, whose transform is fixed anyway, so training keeps
+    its augmentation and every number stays what running the backbone in each epoch gives:
+    the features are computed in the validation loader's batch size and precision, without
+    drawing from the run's random numbers. Skipped when `trainer.limit_val_batches` cuts
+    validation short (a smoke run would pay for a whole pass it never makes).
+    """
+
+    def __init__(self, train: bool = True) -> None:
+        self.train = train
 
     def on_fit_start(self, trainer, pl_module) -> None:
         # The config check (src.training.config_checks) already required a frozen backbone.
         datamodule = trainer.datamodule
         context = trainer.precision_plugin.forward_context
         device = pl_module.device
-        datamodule.use_features(
-            train=extract_features(pl_module.features, datamodule.train_set, device, context),
-            val=extract_features(pl_module.features, datamodule.val_set, device, context),
-        )
+        if self.train:
+            datamodule.use_features(
+                train=extract_features(pl_module.features, datamodule.train_set, device, context),
+                val=extract_features(pl_module.features, datamodule.val_set, device, context),
+            )
+            return
+        limit = trainer.limit_val_batches
+        if not (isinstance(limit, float) and limit == 1.0):
+            return
+        with torch.random.fork_rng(devices=[]):  # a loader's start draws a random seed
+            val = extract_features(
+                pl_module.features, datamodule.val_set, device, context, datamodule.batch_size
+            )
+        datamodule.use_features(val=val)
 
 
 @torch.no_grad()
