@@ -13,7 +13,7 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -52,7 +52,7 @@ def image_grid(
     frame = max(1, round(3 / 72 * per_inch)) if colors else 0  # about 3 points thick
     gap, band = round(0.15 * per_inch), round(0.45 * per_inch)  # room for two title lines
     cell_h, cell_w = height + 2 * frame + band, width + 2 * frame + gap
-    canvas = np.ones((nrows * cell_h, ncols * cell_w, 3), dtype=np.float32)
+    canvas = np.full((nrows * cell_h, ncols * cell_w, 3), 255, dtype=np.uint8)
     top = 0.45 if suptitle else 0.05  # inches above the grid
     fig = new_figure(ncols * cell_w / per_inch, nrows * cell_h / per_inch + top, layout=None)
     ax = fig.add_axes((0, 0, 1, 1 - top / fig.get_figheight()))
@@ -62,8 +62,9 @@ def image_grid(
         y, x = row * cell_h + band, col * cell_w + gap // 2
         color = colors[i] if colors else "black"
         h, w = image.shape[-2:]
-        canvas[y : y + h + 2 * frame, x : x + w + 2 * frame] = to_rgb(color)
-        canvas[y + frame : y + frame + h, x + frame : x + frame + w] = denormalize(image)
+        canvas[y : y + h + 2 * frame, x : x + w + 2 * frame] = np.multiply(to_rgb(color), 255)
+        tile = denormalize(image) * 255  # uint8 pixels: matplotlib resamples them faster
+        canvas[y + frame : y + frame + h, x + frame : x + frame + w] = tile.round()
         ax.text(x + frame + w / 2, y - 0.04 * per_inch, titles[i], ha="center", va="bottom",
                 fontsize=9, color=color)  # fmt: skip
     ax.imshow(canvas)
@@ -141,6 +142,10 @@ def learning_curves(metrics: dict[str, dict[int, float]], best_epoch: int | None
         lr_ax.plot(list(metrics[key]), list(metrics[key].values()), marker="o", ms=3, label=key)
     if lr_keys:
         lr_ax.set_yscale("log")
+        # Plain "1e-03" labels: matplotlib's default, "$10^{-3}$", builds its TeX-like
+        # parser on first use, which took longer than drawing the figure.
+        lr_ax.yaxis.set_major_formatter(LogFormatter())
+        lr_ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
     lr_ax.set_title("Learning rate")
     for ax in (loss_ax, acc_ax, lr_ax):
         if best_epoch is not None:

@@ -124,5 +124,6 @@ def write_run_figures(
     paths = []
     for name, fig in run_figures(run_dir, data_dir, validation, train_set).items():
         paths.append(out / f"{name}.png")
-        fig.savefig(paths[-1], dpi=dpi)
+        # zlib's fastest level: a third faster to write, files about 15% larger.
+        fig.savefig(paths[-1], dpi=dpi, pil_kwargs={"compress_level": 1})
     return paths
