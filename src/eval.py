@@ -43,46 +43,46 @@ def evaluate(
     skip_bad_images: bool = False,
     jpeg_draft: bool | None = None,
 ) -> dict:
-    """Results of the checkpoint (or the run's best one) on `data_dir/split`.
+    """Results of the checkpoint (or the run's best one) on one split of the data.
 
-    The split is checked and read as training reads it: undecodable images stop the
+    The split is the run's own (its splits.csv) unless `data_dir` is given: then it is made
+    from that folder with the run's split settings (`val/` of a folder with split folders).
+    Images are checked and read as training reads them: undecodable ones stop the
     evaluation with their names, unless `skip_bad_images` (then they are counted).
     """
+    from src.data.splits import build_splits
     from src.inspection.predictions import labelled_images, predict_dataset
     from src.models.checkpoint import load_model
-    from src.runs.run_dir import Run, run_for_checkpoint
+    from src.runs.run_dir import Run, draft_size, image_sizes, run_for_checkpoint
 
     if not ckpt_path and not run_dir:
         raise UserError("Nothing to evaluate: pass ckpt_path=PATH/TO/x.ckpt or run_dir=DIR.")
     run = Run(run_dir) if run_dir else run_for_checkpoint(ckpt_path)
     ckpt = Path(ckpt_path) if ckpt_path else run.best_ckpt
-    run_data = run.config.get("data", {}) if run else {}
-    data_dir = data_dir or run_data.get("data_dir")
-    if not data_dir:
+    if run:
+        splits = run.splits(data_dir, wanted=(split,))
+    elif data_dir:
+        splits = build_splits(data_dir, wanted=(split,))
+    else:
         raise UserError(
             f"No training run found beside {ckpt} to take the data folder from; "
             "pass data.data_dir=/path/to/data (holding val/<class>/ images)."
         )
-    image_size = image_size or run_data.get("image_size", 224)
-    resize_size = resize_size or run_data.get("resize_size", 256)
-    if jpeg_draft is None:  # read the images as the run did
-        jpeg_draft = bool(run_data.get("jpeg_draft", False))
-    draft_size = resize_size if jpeg_draft else None
+    image_size, resize_size = image_sizes(run, image_size, resize_size)
+    draft = draft_size(run, resize_size, jpeg_draft)  # read the images as the run did
 
     from src.data.transforms import val_transform
 
     model = load_model(ckpt)
     names = list(model.hparams.class_names)
     transform = val_transform(image_size, resize_size)
-    dataset, skipped = labelled_images(
-        data_dir, split, names, transform, skip_bad_images, draft_size
-    )
+    dataset, skipped = labelled_images(splits, split, names, transform, skip_bad_images, draft)
     predictions = predict_dataset(model, dataset, batch_size)
     counts = predictions.confusion_matrix().sum(dim=1).tolist()
     return {
         "ckpt_path": str(ckpt),
         "run_dir": str(run.path) if run else None,
-        "data_dir": str(data_dir),
+        "data_dir": str(splits.data_dir),
         "split": split,
         "num_images": len(dataset),
         "skipped_images": skipped,
@@ -94,7 +94,7 @@ def evaluate(
         "confusion_matrix": predictions.confusion_matrix().tolist(),
         "image_size": image_size,
         "resize_size": resize_size,
-        "jpeg_draft": jpeg_draft,
+        "jpeg_draft": draft is not None,
     }
 
 
@@ -107,7 +107,8 @@ def format_results(results: dict) -> str:
     skipped = f", {skipped} unreadable skipped" if skipped else ""
     lines = [
         f"checkpoint {results['ckpt_path']}",
-        f"data       {Path(results['data_dir']) / split} ({results['num_images']} images{skipped})",
+        f"data       {results['data_dir']}, {split} split "
+        f"({results['num_images']} images{skipped})",
         f"{split}/loss {results['loss']:.4f}   {split}/acc {results['acc']:.4f}",
         "",
         f"{'class':<{width}}  images  accuracy",

@@ -2,7 +2,8 @@
 
 Writes one CSV row per input file (the top-k labels with their probabilities, or the
 reason the file could not be read) and prints them. No data folder is needed: the class
-names are stored in the checkpoint.
+names are stored in the checkpoint. `ckpt_path` may also be a model file of `src.export`
+(.onnx or TorchScript), which carries its preprocessing too.
 """
 
 import csv
@@ -66,27 +67,19 @@ def predict(
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
     `error` (None, or why the file could not be read as an image)."""
     from src.data.images import load_rgb
-    from src.data.transforms import val_transform
-    from src.models.checkpoint import load_model
-    from src.runs.run_dir import run_for_checkpoint
 
     if not ckpt_path or not inputs:
         raise UserError(
-            "Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train) and "
-            "inputs=FILE_OR_DIR_OR_GLOB (the images to label)."
+            "Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train, or a model file of "
+            "src.export) and inputs=FILE_OR_DIR_OR_GLOB (the images to label)."
         )
     if top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}.")
     files = expand_inputs(inputs)
-    model = load_model(ckpt_path)
-    top_k = min(top_k, len(model.hparams.class_names))
-    run = run_for_checkpoint(ckpt_path)
-    data = run.config.get("data", {}) if run else {}
-    resize_size = resize_size or data.get("resize_size", 256)
-    transform = val_transform(image_size or data.get("image_size", 224), resize_size)
-    if jpeg_draft is None:  # read the images as the run did
-        jpeg_draft = bool(data.get("jpeg_draft", False))
-    draft_size = resize_size if jpeg_draft else None
+    classify, names, transform, draft = load_classifier(
+        ckpt_path, image_size, resize_size, jpeg_draft
+    )
+    top_k = min(top_k, len(names))
 
     rows, batch = [], []
     for path in files:
@@ -94,24 +87,65 @@ def predict(
         rows.append(row)
         try:
             # The same reader as training: 16-bit, palette and CMYK images get the same pixels.
-            batch.append((row, transform(load_rgb(path, draft_size))))
+            batch.append((row, transform(load_rgb(path, draft))))
         except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError too
             row["error"] = f"not a readable image ({type(err).__name__}: {err})"
         if len(batch) == batch_size:
-            label_batch(model, batch, top_k)
+            label_batch(classify, names, batch, top_k)
             batch = []
     if batch:
-        label_batch(model, batch, top_k)
+        label_batch(classify, names, batch, top_k)
     return rows
 
 
-def label_batch(model, batch: list[tuple], top_k: int) -> None:
-    """Fill in `labels` and `probs` of each row from the model's top-k softmax outputs."""
+def load_classifier(
+    ckpt_path: str, image_size: int | None, resize_size: int | None, jpeg_draft=None
+):
+    """(probabilities of a batch of images, class names, validation transform, `draft_size`
+    for `load_rgb`) of a model.
+
+    An exported model (.onnx, TorchScript) carries its class names and preprocessing: it needs
+    neither Lightning nor its run directory. A checkpoint gets its image sizes and
+    `data.jpeg_draft` from its run's config.yaml when that is beside the checkpoints folder.
+    """
+    from src.data.transforms import val_transform
+    from src.models.exported import ExportedModel, exported_format
+
+    if exported_format(ckpt_path):
+        model = ExportedModel(ckpt_path)
+        pre = model.preprocessing
+        if image_size and image_size != pre["image_size"]:
+            raise UserError(
+                f"image_size={image_size}: {ckpt_path} takes {pre['image_size']}-pixel "
+                "images; leave image_size unset."
+            )
+        size = resize_size or pre["resize_size"]
+        transform = val_transform(pre["image_size"], size, pre["mean"], pre["std"])
+        draft = pre.get("jpeg_draft", False) if jpeg_draft is None else jpeg_draft
+        return model, model.class_names, transform, size if draft else None
+
     import torch
 
-    names = model.hparams.class_names
-    with torch.inference_mode():
-        probs = model(torch.stack([image for _, image in batch])).float().softmax(dim=1)
+    from src.models.checkpoint import load_model
+    from src.runs.run_dir import draft_size, image_sizes, run_for_checkpoint
+
+    model = load_model(ckpt_path)
+
+    @torch.inference_mode()
+    def classify(images: torch.Tensor) -> torch.Tensor:
+        return model(images).float().softmax(dim=1)
+
+    run = run_for_checkpoint(ckpt_path)
+    sizes = image_sizes(run, image_size, resize_size)
+    draft = draft_size(run, sizes[1], jpeg_draft)
+    return classify, list(model.hparams.class_names), val_transform(*sizes), draft
+
+
+def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> None:
+    """Fill in `labels` and `probs` of each row from the model's top-k probabilities."""
+    import torch
+
+    probs = classify(torch.stack([image for _, image in batch]))
     values, indices = probs.topk(top_k, dim=1)
     for (row, _), row_values, row_indices in zip(batch, values, indices, strict=True):
         row["labels"] = [names[i] for i in row_indices.tolist()]

@@ -2,7 +2,8 @@
 
 This is the only place that reads the whole config: it builds the datamodule, model,
 callbacks, loggers and Trainer from their `_target_` entries, fits, re-validates the best
-checkpoint and writes `summary.json` into the run directory.
+checkpoint, tests it when the data has a test split, and writes `summary.json` and
+`splits.csv` (the split it trained on) into the run directory.
 """
 
 import logging
@@ -16,6 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import src.runs.slurm  # noqa: F401  (registers the ${if_gpu:...} resolver of hydra/launcher=slurm)
+
 # torch and lightning are imported inside `train`, so that `--help` and config errors
 # answer without seconds of imports.
 
@@ -26,18 +29,46 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the value of `optimized_metric` (what sweeps optimise)."""
     from src.errors import exit_on_user_error
+    from src.runs.slurm import JobInterrupted
+    from src.runs.slurm_job import slurm_job
+    from src.runs.sweep_resume import start_sweep_job
     from src.training.ddp_relaunch import this_job_on_the_command_line
 
-    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    # In a sweep, DDP's extra processes must re-run this job, not the whole sweep.
-    job_scope = this_job_on_the_command_line() if multirun else nullcontext()
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    output_dir = Path(hydra_cfg.runtime.output_dir)
     # In a sweep, errors propagate: the launcher marks this job failed and carries on.
-    with exit_on_user_error(log, enabled=not multirun), job_scope:
-        summary = train(cfg)
+    with exit_on_user_error(log, enabled=not multirun):
+        # A job re-run in its sweep directory skips or continues its earlier attempt.
+        done, extra = start_sweep_job(cfg, output_dir) if multirun else (None, [])
+        if done is not None:
+            return done.optimized_value
+        # In a sweep, DDP's extra processes must re-run this job, not the whole sweep.
+        job_scope = this_job_on_the_command_line(extra) if multirun else nullcontext()
+        max_requeues = OmegaConf.select(hydra_cfg, "launcher.max_num_timeout", default=0)
+        with job_scope, slurm_job(output_dir, max_requeues or 0) as slurm:
+            summary = train(cfg)
     if summary.interrupted:
-        # 128 + signal number, as a shell reports a process stopped by that signal.
+        resume = f"-m resume={sweep_dir(hydra_cfg)}" if multirun else f"resume={output_dir}"
+        message = (
+            f"Interrupted by {summary.interrupted_by} after {summary.epochs_trained} finished "
+            f"epoch(s); continue with: python -m src.train {resume}"
+        )
+        requeued = slurm is not None and slurm.runs_again()
+        if requeued:
+            message = f"{message.split(';')[0]}; SLURM starts the job again and it continues."
+        log.warning("%s", message)
+        if slurm is not None and not requeued:
+            raise JobInterrupted(message)  # the sweep reports this job as stopped
+        # 128 + signal number, as a shell reports a process stopped by that signal. Under
+        # SLURM: no result, so the sweep waits for the job's next run.
         raise SystemExit(143 if summary.interrupted_by == "SIGTERM" else 130)
     return summary.optimized_value
+
+
+def sweep_dir(hydra_cfg) -> Path:
+    """The multirun's directory (a relative hydra.sweep.dir is relative to the start cwd)."""
+    return Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir
 
 
 def train(cfg: DictConfig):
@@ -55,15 +86,18 @@ def train(cfg: DictConfig):
     # Raised inside Lightning by a torch pytree change; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
 
+    from src.data.splits import FILE_NAME as SPLITS_FILE
     from src.errors import UserError
     from src.inspection.predictions import KeepValidationOutputs
-    from src.models.checkpoint import load_checkpoint
+    from src.models.checkpoint import load_checkpoint, require_same_shapes
     from src.runs.resume import keep_earlier_metrics, resolve_ckpt_path
+    from src.runs.slurm_job import lightning_slurm_plugins
     from src.runs.summary import RunSummary
     from src.training.config_checks import check_config
     from src.training.feature_cache import CacheFeatures
-    from src.training.fit import best_checkpoint_results, fit, interruption
+    from src.training.fit import best_checkpoint_results, fit, interruption, test_best_checkpoint
     from src.training.precision import resolve_precision
+    from src.training.trackers import log_config, log_run_end
 
     check_config(cfg)
     started = time.perf_counter()
@@ -75,14 +109,23 @@ def train(cfg: DictConfig):
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = instantiate(cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    # Resuming in place keeps the split the run started with, even if files were added.
+    splits_file = output_dir / SPLITS_FILE
+    reuse = {"splits_file": str(splits_file)} if ckpt_path and splits_file.is_file() else {}
+    datamodule, model = data_and_model(cfg, **reuse)
+    if rank_zero_only.rank == 0 and getattr(datamodule, "splits", None) is not None:
+        datamodule.splits.write(splits_file)
     class_names = datamodule.class_names
-    model = instantiate(cfg.model, num_classes=len(class_names), class_names=class_names)
-    checkpoint = None if ckpt_path is None else load_checkpoint(ckpt_path, len(class_names))
+    checkpoint = None
+    if ckpt_path is not None:
+        checkpoint = load_checkpoint(ckpt_path, len(class_names), cfg.model.get("backbone"))
+        require_same_shapes(model, checkpoint, ckpt_path)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # The strategy's callbacks (lp_ft, gradual) come first: a stage opened at the start of
+    # an epoch is then in the learning rates logged for that epoch.
+    callbacks = strategy_callbacks(cfg)
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [c for c in callbacks if c is not None]  # progress_bar: none when disabled
     if cfg.data.get("cache_features"):
         callbacks.append(CacheFeatures())
     elif cfg.model.get("freeze_backbone"):
@@ -95,8 +138,12 @@ def train(cfg: DictConfig):
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     if checkpoint:
         keep_earlier_metrics(loggers, checkpoint)
+    log_config(loggers, cfg)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, precision=precision)
+    plugins = [*instantiate(cfg.trainer.get("plugins") or []), *lightning_slurm_plugins()]
+    trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, precision=precision, plugins=plugins
+    )
     if not any(getattr(c, "save_last", False) for c in trainer.checkpoint_callbacks):
         log.warning(
             "No callback writes checkpoints/last.ckpt (callbacks=none?): if this run is "
@@ -106,12 +153,17 @@ def train(cfg: DictConfig):
     fit_time_s = fit(trainer, model, datamodule, ckpt_path)
     interrupted_by = interruption(trainer)
     optimized = trainer.callback_metrics.get(cfg.optimized_metric)
+    best = best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted_by)
+    test_set = getattr(datamodule, "test_set", None)
+    if test_set is not None and not interrupted_by:
+        best.update(test_best_checkpoint(trainer, model, datamodule, best.get("best_ckpt")))
     summary = RunSummary(
         strategy=cfg.strategy.name,
         num_classes=len(class_names),
         class_names=class_names,
         train_size=len(datamodule.train_set),
         val_size=len(datamodule.val_set),
+        test_size=None if test_set is None else len(test_set),
         epochs_trained=trainer.current_epoch,
         precision=str(trainer.precision),
         accelerator=type(trainer.accelerator).__name__,
@@ -123,7 +175,7 @@ def train(cfg: DictConfig):
         fit_time_s=round(fit_time_s, 2),
         optimized_metric=cfg.optimized_metric,
         optimized_value=None if optimized is None else float(optimized),
-        **best_checkpoint_results(trainer, model, datamodule, revalidate=not interrupted_by),
+        **best,
     )
     summary.wall_time_s = round(time.perf_counter() - started, 2)
     if trainer.is_global_zero:
@@ -138,13 +190,8 @@ def train(cfg: DictConfig):
             )
             names = ", ".join(p.name for p in paths)
             log.info("Figures (%.1f s): %s", time.perf_counter() - drawing, names)
+        log_run_end(trainer.loggers, output_dir, summary, cfg, trainer.global_step)
         log.info(summary.result_line(output_dir))
-        if interrupted_by:
-            log.warning(
-                "Interrupted by %s after %d finished epoch(s); continue with: "
-                "python -m src.train resume=%s",
-                interrupted_by, summary.epochs_trained, output_dir,
-            )  # fmt: skip
     if optimized is None and not interrupted_by:
         raise UserError(
             f"optimized_metric={cfg.optimized_metric} was never logged, so a sweep has "
@@ -152,6 +199,25 @@ def train(cfg: DictConfig):
             f"metrics: {', '.join(sorted(trainer.callback_metrics))}."
         )
     return summary
+
+
+def data_and_model(cfg: DictConfig, **data_kwargs):
+    """The datamodule of `cfg` (with `data_kwargs` on top), set up for fitting, and the
+    model sized for its classes (also what `src.lr_find` tests)."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data, **data_kwargs)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    names = datamodule.class_names
+    return datamodule, instantiate(cfg.model, num_classes=len(names), class_names=names)
+
+
+def strategy_callbacks(cfg: DictConfig) -> list:
+    """The callbacks a strategy brings (`lp_ft`, `gradual`: what they freeze and open)."""
+    from hydra.utils import instantiate
+
+    return [instantiate(c) for c in (cfg.strategy.get("callbacks") or {}).values()]
 
 
 if __name__ == "__main__":

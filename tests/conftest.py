@@ -58,6 +58,25 @@ def trained_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def slurm_partition():
+    """The partition of a running single-node SLURM cluster (.ci/slurm_cluster.sh), started
+    for this session when it is not running (and stopped after it), or skip with the reason."""
+    from tests.helpers.slurm import PARTITION, cluster
+
+    if cluster("status").returncode == 0:
+        yield PARTITION
+        return
+    try:
+        started = cluster("start")
+    except OSError as err:
+        pytest.skip(f"no local SLURM cluster: {err}")
+    if started.returncode != 0:
+        pytest.skip(f"no local SLURM cluster: {(started.stderr or started.stdout).strip()}")
+    yield PARTITION
+    cluster("stop")
+
+
 @pytest.fixture(autouse=True)
 def image_check_cache(tmp_path: Path, monkeypatch):
     """Keep src.data.validation's cache of image verdicts out of the home directory."""

@@ -18,6 +18,10 @@ from tests.helpers.config import FAST, compose_train_config
         ("model.scheduler.step_size=0", "model.scheduler.step_size"),
         ("strategy.name=unfrozen", "strategy.name"),
         ("model.weights=IMAGENET_V9", "model.weights"),
+        ("data.fold=5", "data.fold"),
+        ("data.num_folds=1", "data.num_folds"),
+        ("data.val_fraction=1.0", "data.val_fraction"),
+        ("data.test_fraction=0.9", "data.test_fraction"),
     ],
 )
 def test_invalid_value_is_rejected_before_the_data_is_read(tmp_path, override, key):

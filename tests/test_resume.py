@@ -38,10 +38,10 @@ def data(tmp_path) -> Path:
     return make_image_folder(tmp_path / "data", train_per_class=20)
 
 
-def start(run_dir: Path, data: Path) -> subprocess.Popen:
+def start(run_dir: Path, data: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "src.train", *RECIPE, f"data.data_dir={data}",
-         f"hydra.run.dir={run_dir}"],
+         f"hydra.run.dir={run_dir}", *overrides],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.DEVNULL,
@@ -52,9 +52,12 @@ def start(run_dir: Path, data: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def wait_for_first_checkpoint(process: subprocess.Popen, run_dir: Path, timeout=300) -> None:
+def wait_for_first_checkpoint(
+    process: subprocess.Popen, run_dir: Path, timeout=300, epoch: int = 0
+) -> None:
+    """Wait until `last.ckpt` holds `epoch` or a later one."""
     last, deadline = run_dir / "checkpoints" / "last.ckpt", time.monotonic() + timeout
-    while not last.exists():
+    while not last.exists() or torch.load(last, weights_only=True)["epoch"] < epoch:
         if process.poll() is not None:
             pytest.fail(f"training exited early: {process.stderr.read()[-3000:]}")
         if time.monotonic() > deadline:
@@ -129,3 +132,29 @@ def test_same_seed_in_deterministic_mode_repeats_every_epoch(image_folder, tmp_p
     first, second = run("first"), run("second")
     assert len(first) == 1 + 2 * 3  # header, then lr, val and train rows per epoch
     assert first == second
+
+
+def test_gradual_run_killed_mid_phase_resumes_to_the_uninterrupted_result(tmp_path, data):
+    # 4 epochs: the head alone, then one more mobilenet stage opened in each epoch. Killed
+    # after epoch 1 or 2, the resumed run must restore the opened stages, their optimizer
+    # groups with their momentum, and their learning rates.
+    staged = ["strategy=gradual", "strategy.unfreeze_every=1", "model.layer_decay=0.5",
+              "model.backbone=mobilenet_v3_small", "trainer.max_epochs=4"]  # fmt: skip
+    reference = start(tmp_path / "reference", data, *staged)
+    run_dir = tmp_path / "killed"
+    process = start(run_dir, data, *staged)
+    wait_for_first_checkpoint(process, run_dir, epoch=1)
+    process.kill()
+    process.communicate(timeout=60)
+    killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
+    assert killed_at in (1, 2)
+
+    result = run_cli(f"resume={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-3000:]
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    uninterrupted = json.loads((tmp_path / "reference" / "summary.json").read_text())
+    assert resumed["epochs_trained"] == 4
+    assert resumed["best_val_acc"] == uninterrupted["best_val_acc"]
+    # Losses, accuracies and every group's learning rate, epoch by epoch.
+    assert metrics_rows(run_dir) == metrics_rows(tmp_path / "reference")

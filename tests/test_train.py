@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.runs.summary import RunSummary
 from src.train import train
 from tests.helpers.cli import epoch_rows, run_cli
 from tests.helpers.config import FAST
@@ -47,6 +48,9 @@ def test_summary_describes_the_run(fast_config):
     assert summary["strategy"] == "frozen"
     assert (summary["num_classes"], summary["class_names"]) == (2, ["ants", "bees"])
     assert (summary["train_size"], summary["val_size"]) == (12, 8)
+    # No test/ folder: no test numbers (and none in the Result: line).
+    assert (summary["test_size"], summary["test_acc"], summary["test_loss"]) == (None,) * 3
+    assert "test/acc" not in RunSummary(**summary).result_line(run_dir)
     assert summary["epochs_trained"] == 2
     assert 0.0 <= summary["best_val_acc"] <= 1.0
     assert summary["wall_time_s"] >= summary["fit_time_s"] > 0

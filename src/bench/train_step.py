@@ -1,10 +1,12 @@
-"""Micro-benchmark: ResNet18 images/s for one training step and one inference step.
+"""Micro-benchmark: images/s of one training step and one inference step of a backbone.
 
 Compares fp32 and bf16 autocast, with and without channels_last, on this machine's CPU
 (or GPU with --device cuda), at the tutorial's batch size. It tells which
 `trainer.precision` and `model.channels_last` pay on your hardware:
 
-    python -m src.bench.train_step [--batch-size 4] [--steps 20] [--device cpu]
+    python -m src.bench.train_step [--model resnet18] [--batch-size 4] [--steps 20] [--device cpu]
+
+(`--model`: any torchvision classification model name.)
 """
 
 import argparse
@@ -12,7 +14,7 @@ import itertools
 import time
 
 import torch
-from torchvision.models import resnet18
+from torchvision.models import get_model
 
 
 def images_per_second(step, batch_size: int, steps: int, device: torch.device) -> float:
@@ -31,7 +33,7 @@ def images_per_second(step, batch_size: int, steps: int, device: torch.device) -
 def measure(bf16: bool, channels_last: bool, args, device: torch.device) -> tuple[float, float]:
     torch.manual_seed(0)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = resnet18(num_classes=2).to(device, memory_format=memory_format)
+    model = get_model(args.model, num_classes=2).to(device, memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(args.batch_size, 3, 224, 224, device=device)
     images = images.contiguous(memory_format=memory_format)
@@ -58,12 +60,14 @@ def measure(bf16: bool, channels_last: bool, args, device: torch.device) -> tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="resnet18")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
-    print(f"device {device}, batch {args.batch_size}, {torch.get_num_threads()} threads")
+    threads = torch.get_num_threads()
+    print(f"{args.model}, device {device}, batch {args.batch_size}, {threads} threads")
     print("| precision | channels_last | train img/s | eval img/s |")
     print("| --- | --- | ---: | ---: |")
     for bf16, channels_last in itertools.product((False, True), repeat=2):

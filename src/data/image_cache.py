@@ -14,9 +14,8 @@ are asked for, so a job gets the same tensors it would have decoded itself.
 
 import logging
 import os
-from collections import OrderedDict
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
@@ -27,10 +26,10 @@ from src.data.images import load_rgb
 
 log = logging.getLogger(__name__)
 
-# (split folder, size, draft_size) -> {path: ((file size, mtime), image)}, latest last. Two
-# entries: the train and val splits of the latest run, so memory stays one run's cache.
-_kept: OrderedDict[tuple, dict[str, tuple[tuple[int, int], torch.Tensor]]] = OrderedDict()
-KEPT_SPLITS = 2
+# (path, size, draft_size) -> ((file size, mtime), image), for the paths of the latest
+# three splits built (a run's train, val and test), so memory stays one run's cache.
+_kept: dict[tuple, tuple[tuple[int, int], torch.Tensor]] = {}
+_recent: deque[set[tuple]] = deque(maxlen=3)
 
 
 class DecodedImageCache(Dataset):
@@ -52,7 +51,7 @@ class DecodedImageCache(Dataset):
         self.samples, self.targets = folder.samples, folder.targets
         self.transform = folder.transform
         paths = [path for path, _ in self.samples]
-        self.images = decoded_images(paths, folder.root, size, draft_size, threads)
+        self.images = decoded_images(paths, size, draft_size, threads)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -74,23 +73,26 @@ def decode(path: str, size: int, draft_size: int | None = None) -> torch.Tensor:
 
 
 def decoded_images(
-    paths: list[str], root, size: int, draft_size: int | None, threads: int | None = None
+    paths: list[str], size: int, draft_size: int | None, threads: int | None = None
 ) -> list[torch.Tensor]:
     """`decode` of every path, taking unchanged files from the images kept in this process."""
-    key = (str(Path(root)), size, draft_size)
-    kept = _kept.pop(key, {})
-    stats = {path: file_stat(path) for path in paths}
-    todo = [path for path in paths if path not in kept or kept[path][0] != stats[path]]
+    keys = [(path, size, draft_size) for path in paths]
+    stats = [file_stat(path) for path in paths]
+    todo = [key for key, stat in zip(keys, stats, strict=True) if _kept.get(key, [None])[0] != stat]
+    if len(todo) < len(keys):
+        log.info("%d decoded images reused from an earlier job", len(keys) - len(todo))
     # PIL releases the GIL while decoding and resizing, so threads decode in parallel.
     with ThreadPoolExecutor(threads or os.cpu_count()) as pool:
-        fresh = dict(zip(todo, pool.map(lambda p: decode(p, size, draft_size), todo), strict=True))
-    if len(todo) < len(paths):
-        log.info("%s: %d decoded images reused from an earlier job", root, len(paths) - len(todo))
-    images = {path: fresh[path] if path in fresh else kept[path][1] for path in paths}
-    _kept[key] = {path: (stats[path], images[path]) for path in paths}
-    while len(_kept) > KEPT_SPLITS:
-        _kept.popitem(last=False)
-    return [images[path] for path in paths]
+        images = pool.map(lambda key: decode(*key), todo)
+        fresh = dict(zip(todo, images, strict=True))
+    for key, stat in zip(keys, stats, strict=True):
+        if key in fresh:
+            _kept[key] = (stat, fresh[key])
+    _recent.append(set(keys))
+    live = set().union(*_recent)
+    for key in [key for key in _kept if key not in live]:
+        del _kept[key]
+    return [_kept[key][1] for key in keys]
 
 
 def file_stat(path: str) -> tuple[int, int]:

@@ -1,7 +1,8 @@
-"""LightningDataModule for an ImageFolder tree with `train/` and `val/` splits.
+"""LightningDataModule for a folder of labelled images: train, val and optionally test splits.
 
-The class names (and so the number of outputs of the model) come from the sub-folders of
-`train/`; `val/` must hold the same classes.
+The layout is found from what `data_dir` holds (`train/` + `val/` folders, one folder of
+class folders, or a CSV of paths and labels); `src.data.splits` decides which image goes to
+which split. The class names (and so the number of outputs of the model) are the labels.
 """
 
 import logging
@@ -12,11 +13,10 @@ from pathlib import Path
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets import ImageFolder
 
 from src.data.download import download_image_folder
 from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
-from src.data.splits import image_split
+from src.data.splits import LabelledImages, Splits, SplitSettings, build_splits, image_split
 from src.data.transforms import train_transform, val_transform
 from src.data.validation import report_files
 from src.errors import UserError
@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 
 
 class ImageFolderDataModule(LightningDataModule):
-    """Train/val loaders over `data_dir/{train,val}/<class_name>/*.jpg`.
+    """Train, val and (when there is one) test loaders over the images of `data_dir`.
 
     Args:
-        data_dir: folder holding `train/` and `val/`. Relative paths are taken from the
-            directory the run was started in.
+        data_dir: folder holding `train/` and `val/` (and optionally `test/`) class folders,
+            or one folder of class folders, or the images `labels_csv` lists. Relative
+            paths are taken from the directory the run was started in.
         batch_size: images per optimisation step (the tutorial uses 4).
         num_workers: loader worker processes; `null` picks by machine: on GPU machines every
             CPU core (shared among the GPUs of the node), on CPU-only ones none when images
@@ -52,6 +53,15 @@ class ImageFolderDataModule(LightningDataModule):
             `src.training.feature_cache`) and the epochs train the head alone.
         skip_bad_images: train without images that cannot be decoded (listed in
             `skipped_images`) instead of stopping before training with their names.
+        labels_csv: a CSV with columns `path,label` (and optionally `split`), paths
+            relative to `data_dir`, instead of class folders.
+        val_fraction / test_fraction: shares of the whole dataset that go to val and test
+            when the layout does not say (one folder, a CSV without a split column).
+        split_seed: seeds those splits and the folds, independently of the training seed.
+        num_folds / fold: with `fold` set, train and val are pooled and fold `fold` of a
+            stratified `num_folds`-fold split is val (test stays out of every fold).
+        splits_file: a `splits.csv` of an earlier run to use as it is (`src.train` passes
+            the run directory's own when resuming in place), instead of the above.
     """
 
     def __init__(
@@ -69,6 +79,13 @@ class ImageFolderDataModule(LightningDataModule):
         cache_max_gb: float = 4.0,
         cache_features: bool = False,
         skip_bad_images: bool = False,
+        labels_csv: str | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
+        split_seed: int = 0,
+        num_folds: int = 5,
+        fold: int | None = None,
+        splits_file: str | Path | None = None,
         jpeg_draft: bool = False,
     ) -> None:
         super().__init__()
@@ -89,45 +106,53 @@ class ImageFolderDataModule(LightningDataModule):
         self.cache_max_gb = cache_max_gb
         self.cache_features = cache_features
         self.draft_size = resize_size if jpeg_draft else None
-        self.train_set: ImageFolder | DecodedImageCache | None = None
-        self.val_set: ImageFolder | DecodedImageCache | None = None
+        self.split_settings = SplitSettings(
+            labels_csv, val_fraction, test_fraction, split_seed, num_folds, fold
+        )
+        self.splits_file = splits_file
+        self.splits: Splits | None = None
+        self.train_set: LabelledImages | DecodedImageCache | None = None
+        self.val_set: LabelledImages | DecodedImageCache | None = None
+        self.test_set: LabelledImages | DecodedImageCache | None = None
         self.features: dict[str, Dataset] = {}
         self.skip_bad_images = skip_bad_images
         self.skipped_images: list[str] = []
 
     def prepare_data(self) -> None:
         """Download the data once (Lightning calls this on one process per node)."""
-        if self.data_dir.exists():
+        # A CSV names its own images; the tutorial's zip would not hold them.
+        if self.data_dir.exists() or self.split_settings.labels_csv:
             return
         if not self.download or not self.download_url:
             raise UserError(
                 f"Data folder not found: {self.data_dir}\n"
                 "Point data.data_dir at a folder with train/ and val/ sub-folders "
-                "(one sub-folder per class), or set data.download=true to fetch the "
-                "tutorial's ants-vs-bees dataset."
+                "(one sub-folder per class) or at one folder of class folders, or set "
+                "data.download=true to fetch the tutorial's ants-vs-bees dataset."
             )
         download_image_folder(self.data_dir, self.download_url, self.tree_sha256)
 
     def setup(self, stage: str | None = None) -> None:
+        """Build the split (logged with its counts per class) and check every image once."""
         if self.train_set is not None:
             return
+        self.splits = build_splits(self.data_dir, self.split_settings, self.splits_file)
+        log.info("%s", self.splits.describe())
         evaluation = val_transform(self.image_size, self.resize_size)
         # Cached features must not depend on random augmentation.
         training = evaluation if self.cache_features else train_transform(self.image_size)
-        train_set, train_check = image_split(self.data_dir, "train", training, self.draft_size)
-        val_set, val_check = image_split(self.data_dir, "val", evaluation, self.draft_size)
-        if val_set.classes != train_set.classes:
-            raise UserError(
-                f"train/ and val/ in {self.data_dir} hold different classes: "
-                f"train has {train_set.classes}, val has {val_set.classes}. "
-                "Both splits need the same class sub-folders."
-            )
-        self.skipped_images = report_files([train_check, val_check], self.skip_bad_images)
+        transforms = {"train": training, "val": evaluation, "test": evaluation}
+        sets, checks = {}, []
+        for split in self.splits.names():
+            sets[split], check = image_split(self.splits, split, transforms[split], self.draft_size)
+            checks.append(check)
+        self.skipped_images = report_files(checks, self.skip_bad_images)
         if self.cache_images:
-            train_set, val_set = self._decoded(train_set), self._decoded(val_set)
-        self.train_set, self.val_set = train_set, val_set
+            sets = {split: self._decoded(dataset) for split, dataset in sets.items()}
+        self.train_set, self.val_set = sets["train"], sets["val"]
+        self.test_set = sets.get("test")
 
-    def _decoded(self, folder: ImageFolder) -> ImageFolder | DecodedImageCache:
+    def _decoded(self, folder: LabelledImages) -> LabelledImages | DecodedImageCache:
         estimate = estimated_cache_bytes(len(folder), self.resize_size)
         if estimate > self.cache_max_gb * 1e9:
             log.warning(
@@ -142,7 +167,7 @@ class ImageFolderDataModule(LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        """Class names in label order (sorted folder names), after `setup()`."""
+        """Class names in label order (sorted folder names or labels), after `setup()`."""
         if self.train_set is None:
             self.setup()
         return list(self.train_set.classes)
@@ -167,11 +192,24 @@ class ImageFolderDataModule(LightningDataModule):
             )
         return self._loader(self.val_set, shuffle=False, sampler=unpadded_shard(self.val_set))
 
+    def test_dataloader(self) -> DataLoader:
+        """Every test image once (sharded without repeats under DDP, as for validation)."""
+        if self.test_set is None:
+            raise UserError(f"The dataset in {self.data_dir} has no test split to test on.")
+        return self._loader(self.test_set, shuffle=False, sampler=unpadded_shard(self.test_set))
+
     def use_features(self, train: Dataset | None = None, val: Dataset | None = None) -> None:
         """Serve these (backbone features, label) datasets instead of the images from now on
         (`None`: keep serving that split's images)."""
         given = {"train": train, "val": val}
         self.features = {split: data for split, data in given.items() if data is not None}
+
+    def use_images(self) -> None:
+        """Serve the images again (the backbone trains now), with the train augmentation
+        that `cache_features` had switched off."""
+        self.features = {}
+        if self.cache_features and self.train_set is not None:
+            self.train_set.transform = train_transform(self.image_size)
 
     def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
         # Features are tensors already in memory: worker processes would only add cost.

@@ -1,56 +1,296 @@
-"""Build the labelled dataset of one split (`train/`, `val/`) of an image-folder tree.
+"""Which image goes to which split, and the dataset of one split: the one split builder.
 
-The one folder builder: the datamodule, `src.eval` and the figures all get their images
-here, checked the same way (layout, undecodable files) and read through `load_rgb`.
+The datamodule, `src.eval`, resume and the figures all get their images here. `build_splits`
+reads the dataset's layout (`src.data.layouts`) and, where the layout does not say, splits it
+with scikit-learn, stratified by class and seeded by `split_seed` alone (so changing the
+training `seed` keeps the split): a test split by `test_fraction`, then val by
+`val_fraction`, or fold `fold` of `num_folds` for cross-validation. `image_split` turns one
+split into a dataset of its decodable images, read through `load_rgb`. A run writes its
+split to `splits.csv`, which resume and evaluation read back as they are.
 """
 
+import csv
+import io
+from collections import Counter
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 
-from torchvision.datasets import ImageFolder
+from torch.utils.data import Dataset
 
 from src.data.images import load_rgb
-from src.data.validation import SplitCheck, check_split, require_folder
+from src.data.layouts import SPLIT_NAMES, Row, csv_rows, find_rows
+from src.data.validation import SplitCheck, check_files
 from src.errors import UserError
+from src.files import write_text_atomic
+
+FILE_NAME = "splits.csv"
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The data.* keys that decide a split (see the datamodule's arguments).
+
+    Checked when made: a value that cannot work raises a `UserError` naming its key.
+    """
+
+    labels_csv: str | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    split_seed: int = 0
+    num_folds: int = 5
+    fold: int | None = None
+
+    def __post_init__(self) -> None:
+        val, test = self.val_fraction, self.test_fraction
+        num_folds, fold = self.num_folds, self.fold
+        if not 0 < val < 1:
+            raise UserError(f"Invalid data.val_fraction={val}: it must be in (0, 1).")
+        if not 0 <= test < 1 or val + test >= 1:
+            raise UserError(
+                f"Invalid data.test_fraction={test}: it must be in [0, 1) and leave images "
+                f"for training (data.val_fraction + data.test_fraction = {val + test} must "
+                "be below 1)."
+            )
+        if not isinstance(num_folds, int) or isinstance(num_folds, bool) or num_folds < 2:
+            raise UserError(f"Invalid data.num_folds={num_folds}: it must be an integer >= 2.")
+        if fold is not None and (isinstance(fold, bool) or fold not in range(num_folds)):
+            raise UserError(
+                f"Invalid data.fold={fold}: with data.num_folds={num_folds} it must be one of "
+                f"0..{num_folds - 1} (or null for no cross-validation)."
+            )
+
+    @classmethod
+    def from_config(cls, data) -> "SplitSettings":
+        """The settings among a data config's keys; missing ones keep their defaults."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class Splits:
+    """Every labelled image of a dataset with its split; paths relative to `data_dir`."""
+
+    data_dir: Path
+    class_names: list[str]
+    rows: list[Row]
+    how: str  # how the split was made, for the log and messages
+
+    def names(self) -> list[str]:
+        """The splits that hold images, in the order train, val, test."""
+        return [name for name in SPLIT_NAMES if any(row.split == name for row in self.rows)]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{split: {class: images}}, every class listed in every split."""
+        counts = {name: dict.fromkeys(self.class_names, 0) for name in self.names()}
+        for row in self.rows:
+            counts[row.split][row.label] += 1
+        return counts
+
+    def describe(self) -> str:
+        """A few lines for the log: how the split was made, and its images per class."""
+        width = max(len(name) for name in [*self.class_names, "class"])
+        names = self.names()
+        lines = [f"Split: {self.how}", f"  {'class':<{width}}" + "".join(f"{n:>7}" for n in names)]
+        counts = self.counts()
+        for label in self.class_names:
+            cells = "".join(f"{counts[n][label]:>7}" for n in names)
+            lines.append(f"  {label:<{width}}{cells}")
+        return "\n".join(lines)
+
+    def write(self, path: str | Path) -> Path:
+        """Save as CSV (path,label,split): `data.labels_csv` and `build_splits` read it back."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["path", "label", "split"])
+        writer.writerows(sorted(self.rows, key=lambda r: (SPLIT_NAMES.index(r.split), r.path)))
+        write_text_atomic(path, out.getvalue())
+        return Path(path)
+
+
+def build_splits(
+    data_dir: str | Path,
+    settings: SplitSettings | None = None,
+    splits_file: str | Path | None = None,
+    wanted=SPLIT_NAMES,
+) -> Splits:
+    """The split of the dataset in `data_dir`.
+
+    `splits_file` (a run's `splits.csv`) is used as it is; otherwise the layout's own
+    splits are kept and missing ones made by `settings` (see the module docstring).
+    `wanted` limits which split folders are read, for a caller that needs one split only.
+    """
+    data_dir = Path(data_dir).expanduser()
+    if splits_file is not None:
+        rows = csv_rows(Path(splits_file), data_dir).rows
+        if any(row.split is None for row in rows):
+            raise UserError(f"{splits_file} has no split column; it is not a splits.csv.")
+        return Splits(data_dir, sorted({r.label for r in rows}), rows, f"as in {splits_file}")
+    s = settings or SplitSettings()
+    if s.fold is not None:
+        wanted = SPLIT_NAMES  # a fold is cut from train and val together
+    found = find_rows(data_dir, s.labels_csv, wanted)
+    rows = sorted(found.rows)  # by path: the split must not depend on the listing order
+    how = f"{found.source} ({data_dir})"
+    if found.has_splits:
+        if s.test_fraction:
+            raise UserError(
+                f"data.test_fraction={s.test_fraction} splits a dataset without splits, but "
+                f"this one ({found.source}) already says which split each image is in. Put "
+                "the test images in a test/ folder (or split=test rows) instead, or set "
+                "data.test_fraction=0."
+            )
+        require_splits(rows, found.source, wanted)
+    else:
+        rows = assign_by_fraction(rows, s.val_fraction, s.test_fraction, s.split_seed, s.fold)
+        how += f", stratified by split_seed {s.split_seed}: test_fraction {s.test_fraction}"
+        how += "" if s.fold is not None else f", val_fraction {s.val_fraction}"
+    if s.fold is not None:
+        rows = assign_fold(rows, s.num_folds, s.fold, s.split_seed)
+        how += f"; val = fold {s.fold} of {s.num_folds} (split_seed {s.split_seed})"
+    splits = Splits(data_dir, sorted({r.label for r in rows}), rows, how)
+    require_every_class_everywhere(splits, found.source, found.has_splits, s.fold)
+    return splits
+
+
+def assign_by_fraction(rows, val_fraction, test_fraction, seed, fold) -> list[Row]:
+    """Stratified test and val splits of rows that have none; the rest is train.
+
+    Both fractions are of the whole dataset (rounded to whole images). With a `fold`, val
+    comes from the folds instead.
+    """
+    from sklearn.model_selection import train_test_split
+
+    def cut(pool: list[Row], fraction: float, name: str):
+        count = max(1, round(fraction * len(rows)))  # an int: no float rounding in sklearn
+        try:
+            kept, taken = train_test_split(
+                pool, test_size=count, random_state=seed, stratify=[r.label for r in pool]
+            )
+        except ValueError as err:  # too few images of a class, or fewer than classes
+            raise UserError(
+                f"data.{name}_fraction={fraction} cannot make a stratified {name} split of "
+                f"the images per class {class_counts(pool)} ({err}). Add images, or change "
+                f"data.{name}_fraction."
+            ) from err
+        return kept, [Row(r.path, r.label, name) for r in taken]
+
+    pool, test, val = rows, [], []
+    if test_fraction:
+        pool, test = cut(pool, test_fraction, "test")
+    if fold is None:
+        pool, val = cut(pool, val_fraction, "val")
+    return [Row(r.path, r.label, "train") for r in pool] + val + test
+
+
+def assign_fold(rows: list[Row], num_folds: int, fold: int, seed: int) -> list[Row]:
+    """Train and val rows re-split: fold `fold` of a stratified `num_folds`-fold split is val.
+
+    Test rows stay as they are, out of every fold.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    pool = sorted(r for r in rows if r.split != "test")
+    counts = class_counts(pool)
+    few = {label: n for label, n in counts.items() if n < num_folds}
+    if few:
+        raise UserError(
+            f"data.num_folds={num_folds} needs at least {num_folds} images of every class "
+            f"outside the test split, but {few} have fewer. Lower data.num_folds, or add "
+            "images."
+        )
+    folds = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+    _, val_index = list(folds.split(pool, [r.label for r in pool]))[fold]
+    val = set(val_index.tolist())
+    refolded = [Row(r.path, r.label, "val" if i in val else "train") for i, r in enumerate(pool)]
+    return refolded + [r for r in rows if r.split == "test"]
+
+
+def require_splits(rows: list[Row], source: str, wanted) -> None:
+    """A layout that names splits must name train and val (where wanted)."""
+    present = {r.split for r in rows}
+    for name in ("train", "val"):
+        if name in wanted and name not in present:
+            raise UserError(
+                f"{source} has no {name} images: its split column needs rows with "
+                f"split={name} (or leave the split column out to split by data.val_fraction)."
+            )
+
+
+def require_every_class_everywhere(splits: Splits, source: str, given: bool, fold) -> None:
+    """Stop when a class has no image in some split, naming the class and its counts."""
+    counts = splits.counts()
+    for label in splits.class_names:
+        empty = [name for name in counts if counts[name][label] == 0]
+        if not empty:
+            continue
+        per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
+        if given and (fold is None or empty == ["test"]):
+            fix = f"give it images in every split in {source}"
+        else:  # each class's share of a split is rounded, and can round to none
+            fix = "add images of it, or change data.val_fraction or data.test_fraction"
+        raise UserError(
+            f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
+            f"Every class needs images in every split: {fix}."
+        )
+
+
+def class_counts(rows: list[Row]) -> dict[str, int]:
+    return dict(sorted(Counter(row.label for row in rows).items()))
+
+
+class LabelledImages(Dataset):
+    """The images of one split with their class indices, read through `load_rgb`.
+
+    Offers torchvision's ImageFolder interface (`root`, `classes`, `class_to_idx`,
+    `samples`, `targets`, `loader`, `transform`) over any list of files, ordered as
+    ImageFolder orders them: by class, then path. `draft_size` is passed to `load_rgb`
+    (`data.jpeg_draft`).
+    """
+
+    def __init__(
+        self, root: Path, samples, classes: list[str], transform=None, draft_size=None
+    ) -> None:
+        self.root, self.classes, self.transform = root, list(classes), transform
+        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
+        self.samples = sorted(samples, key=lambda s: (s[1], s[0]))
+        self.targets = [target for _, target in self.samples]
+        self.loader = partial(load_rgb, draft_size=draft_size) if draft_size else load_rgb
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, target = self.samples[index]
+        image = self.loader(path)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, target
 
 
 def image_split(
-    data_dir: Path, split: str, transform, draft_size: int | None = None
-) -> tuple[ImageFolder, SplitCheck]:
-    """`data_dir/split` as an ImageFolder of its decodable images, and what the check found.
+    splits: Splits, split: str, transform, draft_size: int | None = None
+) -> tuple[LabelledImages, SplitCheck]:
+    """The decodable images of `split` as a dataset, and what decoding them found.
 
     Images that cannot be decoded are left out of the dataset; `report_files` (in
     `src.data.validation`) decides whether that stops the run or only skips them.
     `draft_size` is passed to `load_rgb` (`data.jpeg_draft`).
     """
-    data_dir = Path(data_dir).expanduser()
-    require_folder(data_dir)
-    if not data_dir.is_dir():
+    if split not in splits.names():
         raise UserError(
-            f"Data folder not found: {data_dir}. Point data.data_dir at the folder holding "
-            f"{split}/<class>/ images (the data may have moved)."
+            f"The dataset in {splits.data_dir} has no {split} split (it has "
+            f"{', '.join(splits.names())}; split: {splits.how})."
         )
-    split_dir = data_dir / split
-    if not split_dir.is_dir():
-        found = sorted(p.name for p in data_dir.iterdir())
-        raise UserError(
-            f"Missing split folder {split_dir}. Expected {data_dir}/{split}/<class>/ with "
-            f"images (fix data.data_dir); found {found}."
-        )
-    check = check_split(split_dir)
-    try:
-        usable = check.usable.__contains__
-        loader = partial(load_rgb, draft_size=draft_size) if draft_size else load_rgb
-        dataset = ImageFolder(split_dir, transform, loader=loader, is_valid_file=usable)
-    except FileNotFoundError as err:
-        raise UserError(
-            f"No images in {split_dir}: expected one sub-folder per class holding image "
-            f"files (.jpg, .png, ...). ({err})"
-        ) from err
+    rows = [row for row in splits.rows if row.split == split]
+    paths = {str(splits.data_dir / row.path): row.label for row in rows}
+    check = check_files(list(paths))
+    index = {name: i for i, name in enumerate(splits.class_names)}
+    samples = [(path, index[label]) for path, label in paths.items() if path in check.usable]
+    dataset = LabelledImages(splits.data_dir, samples, splits.class_names, transform, draft_size)
     return dataset, check
 
 
-def require_classes(dataset: ImageFolder, class_names: list[str], trained_on: str) -> None:
+def require_classes(dataset: LabelledImages, class_names: list[str], trained_on: str) -> None:
     """Stop unless `dataset` holds exactly `class_names`, in the same (label) order."""
     if list(dataset.classes) != list(class_names):
         raise UserError(

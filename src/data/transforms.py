@@ -8,11 +8,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _to_normalized_tensor() -> list:
+def _to_normalized_tensor(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> list:
     return [
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        v2.Normalize(list(mean), list(std)),
     ]
 
 
@@ -27,12 +27,15 @@ def train_transform(image_size: int = 224) -> v2.Compose:
     )
 
 
-def val_transform(image_size: int = 224, resize_size: int = 256) -> v2.Compose:
-    """Resize the shorter side to `resize_size`, then take the central `image_size` square."""
+def val_transform(
+    image_size: int = 224, resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD
+) -> v2.Compose:
+    """Resize the shorter side to `resize_size`, then take the central `image_size` square.
+    (`mean`/`std`: those an exported model stores; they are the ImageNet ones.)"""
     return v2.Compose(
         [
             v2.Resize(resize_size, antialias=True),
             v2.CenterCrop(image_size),
-            *_to_normalized_tensor(),
+            *_to_normalized_tensor(mean, std),
         ]
     )

@@ -1,4 +1,4 @@
-"""Check an image-folder split before training: its layout, its images, its broken files.
+"""Check a dataset before training: its class folders, its images, its broken files.
 
 Every image is opened and fully decoded once, in threads (Pillow decodes without holding the
 GIL), so a truncated JPEG stops the run before the first epoch instead of crashing a loader
@@ -17,13 +17,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from src.data.images import is_image_name, load_rgb
+from src.data.images import is_hidden, is_image_name, load_rgb
 from src.errors import UserError
 from src.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-LAYOUT = "<data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image>"
+LAYOUT = (
+    "<data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image> (and optionally "
+    "test/), or one folder of class folders <data_dir>/<class>/<image>, or a CSV of path,label "
+    "(data.labels_csv)"
+)
 
 # This process's verdicts, on top of the cache file: the jobs of a local multirun check
 # each image once even where the cache file cannot be written.
@@ -31,14 +35,21 @@ _checked: dict[str, dict] = {}
 
 
 @dataclass
-class SplitCheck:
-    """What one split (`train/` or `val/`) holds: usable images, broken ones, other files."""
+class ClassFolders:
+    """The images found under one folder of class folders (`train/`, or a one-folder dataset)."""
 
-    split_dir: Path
+    folder: Path
     classes: list[str]
+    images: dict[str, list[Path]]  # class name -> its image files
+    ignored: list[str] = field(default_factory=list)  # files that are not images
+
+
+@dataclass
+class SplitCheck:
+    """The images of one split after decoding each once: usable ones and broken ones."""
+
     usable: set[str] = field(default_factory=set)
     bad: dict[str, str] = field(default_factory=dict)  # path -> why it cannot be read
-    ignored: list[str] = field(default_factory=list)  # files that are not images
 
 
 def require_folder(data_dir: Path) -> None:
@@ -50,43 +61,53 @@ def require_folder(data_dir: Path) -> None:
         )
 
 
-def check_split(split_dir: Path) -> SplitCheck:
-    """Check the layout of `split_dir` and decode each of its images once (cached)."""
-    # Every sub-folder is a class, as for torchvision's ImageFolder.
-    classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+def class_folders(folder: Path) -> ClassFolders:
+    """The class sub-folders of `folder` and their image files; no image is decoded here.
+
+    Raises a `UserError` for a layout no classifier can train on: no class folders, a
+    single one, or a class folder without images.
+    """
+    # Every sub-folder is a class, as for torchvision's ImageFolder, except hidden ones
+    # (.ipynb_checkpoints, .git, ...), which no one means as a class.
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
     if not classes:
         raise UserError(
-            f"{split_dir} has no class folders. Expected one sub-folder per class: {LAYOUT}."
+            f"{folder} has no class folders. Expected one sub-folder per class: {LAYOUT}."
         )
     if len(classes) == 1:
         raise UserError(
-            f"{split_dir} has a single class folder ({classes[0]}/); a classifier needs at "
-            f"least two: {split_dir}/<class_a>/, {split_dir}/<class_b>/, ..."
+            f"{folder} has a single class folder ({classes[0]}/); a classifier needs at "
+            f"least two: {folder}/<class_a>/, {folder}/<class_b>/, ..."
         )
-    check = SplitCheck(split_dir, classes)
-    check.ignored += [str(p) for p in split_dir.iterdir() if p.is_file()]
-    candidates, empty = [], {}
+    found = ClassFolders(folder, classes, {})
+    found.ignored += [str(p) for p in folder.iterdir() if p.is_file()]
+    empty = {}
     for name in classes:
-        files = sorted(p for p in (split_dir / name).rglob("*") if p.is_file())
-        images = [p for p in files if is_image_name(p)]
-        check.ignored += [str(p) for p in files if not is_image_name(p)]
-        if not images:
+        files = sorted(p for p in (folder / name).rglob("*") if p.is_file())
+        found.images[name] = [p for p in files if is_image_name(p)]
+        found.ignored += [str(p) for p in files if not is_image_name(p)]
+        if not found.images[name]:
             empty[name] = len(files)
-        candidates += images
     if len(empty) == len(classes):
         raise UserError(
-            f"No images in {split_dir}: its class folders {classes} hold no image files "
+            f"No images in {folder}: its class folders {classes} hold no image files "
             f"(.jpg, .png, ...). Expected {LAYOUT}."
         )
     if empty:
         name, others = next(iter(empty.items()))
         raise UserError(
-            f"Class folder {split_dir / name} holds no images"
+            f"Class folder {folder / name} holds no images"
             + (f" (only {others} other files)" if others else "")
             + ". Put .jpg/.png/... files in it or remove it; every class needs images in "
-            "train/ and val/."
+            "every split (train/ and val/)."
         )
-    for path, problem in check_images(candidates).items():
+    return found
+
+
+def check_files(paths: list[str]) -> SplitCheck:
+    """Decode each image of a split once (verdicts cached): which are usable, which not."""
+    check = SplitCheck()
+    for path, problem in check_images([Path(p) for p in paths]).items():
         if problem is None:
             check.usable.add(path)
         else:
@@ -94,11 +115,14 @@ def check_split(split_dir: Path) -> SplitCheck:
     return check
 
 
-def report_files(checks: list[SplitCheck], skip_bad_images: bool) -> list[str]:
-    """Log ignored files once; raise on bad images unless skipping them. Return the skipped."""
-    ignored = [path for check in checks for path in check.ignored]
+def report_ignored(ignored: list[str]) -> None:
+    """Log the files that are not images, once for the whole dataset."""
     if ignored:
         log.info("Ignored %d file(s) that are not images: %s", len(ignored), ", ".join(ignored))
+
+
+def report_files(checks: list[SplitCheck], skip_bad_images: bool) -> list[str]:
+    """Raise on images that cannot be decoded unless skipping them. Return the skipped."""
     bad = {path: why for check in checks for path, why in check.bad.items()}
     if not bad:
         return []
@@ -132,8 +156,8 @@ def check_images(paths: list[Path]) -> dict[str, str | None]:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
         cache = {}
-    cache.update(_checked)
     keys = {str(p): file_key(p) for p in paths}
+    cache.update({path: _checked[path] for path in keys if path in _checked})
     todo = [path for path, key in keys.items() if cache.get(path, {}).get("key") != key]
     if todo:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:

@@ -15,7 +15,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
-from src.data.splits import image_split, require_classes
+from src.data.splits import Splits, image_split, require_classes
 from src.data.transforms import train_transform, val_transform
 from src.data.validation import report_files
 
@@ -72,31 +72,33 @@ class Predictions:
 
 
 def labelled_images(
-    data_dir,
+    splits: Splits,
     split: str,
     class_names: list[str],
     transform,
     skip_bad_images: bool = False,
     draft_size: int | None = None,
 ):
-    """`data_dir/split` through the same checks and image reader as training, holding the
+    """One split through the same checks and image reader as training, holding the
     checkpoint's classes. Returns the dataset and the images skipped as undecodable."""
-    dataset, check = image_split(data_dir, split, transform, draft_size)
+    dataset, check = image_split(splits, split, transform, draft_size)
     skipped = report_files([check], skip_bad_images)
     require_classes(dataset, class_names, "the checkpoint")
     return dataset, skipped
 
 
-def val_images(data_dir, class_names, image_size=224, resize_size=256, draft_size=None):
+def val_images(
+    splits, class_names, image_size=224, resize_size=256, skip_bad_images=True, draft_size=None
+):
     """The validation split with the validation transform (resize + centre crop)."""
     transform = val_transform(image_size, resize_size)
-    return labelled_images(data_dir, "val", class_names, transform, True, draft_size)[0]
+    return labelled_images(splits, "val", class_names, transform, skip_bad_images, draft_size)[0]
 
 
-def train_images(data_dir, class_names, image_size=224, draft_size=None):
+def train_images(splits, class_names, image_size=224, skip_bad_images=True, draft_size=None):
     """The training split with the training augmentation (random crop + flip)."""
     transform = train_transform(image_size)
-    return labelled_images(data_dir, "train", class_names, transform, True, draft_size)[0]
+    return labelled_images(splits, "train", class_names, transform, skip_bad_images, draft_size)[0]
 
 
 @torch.inference_mode()

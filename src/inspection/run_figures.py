@@ -1,11 +1,12 @@
 """The five figures of a training run, from its directory: what `src.train` saves at the end
 of a run (`figures=true`) and what `notebooks/inspect_run.ipynb` shows.
 
-Prediction figures come from the run's best checkpoint on the validation split. At the end
-of training, `src.train` hands over the outputs of that checkpoint's final validation and
-its datasets (the images exactly as the network saw them), so nothing is decoded or
-predicted twice. On demand, the checkpoint is loaded and run over the validation images
-(in fp32) with the image sizes of the run's config; `data_dir` replaces the run's data
+Prediction figures come from the run's best checkpoint on the validation split of the run's
+`splits.csv`. At the end of training, `src.train` hands over the outputs of that
+checkpoint's final validation and its datasets (the images exactly as the network saw
+them), so nothing is decoded or predicted twice. On demand, the checkpoint is loaded and
+run over the validation images (in fp32) with the image sizes of the run's config;
+`data_dir` replaces the run's data
 folder if it moved.
 """
 
@@ -17,7 +18,7 @@ import torch
 from src.inspection import figures
 from src.inspection.predictions import Predictions, predict_dataset, train_images, val_images
 from src.models.checkpoint import load_model
-from src.runs.run_dir import Run
+from src.runs.run_dir import Run, draft_size, image_sizes
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +31,13 @@ FIGURE_NAMES = (
 )
 
 
-def run_data(run: Run, data_dir: str | Path | None = None) -> tuple[Path, int, int, int | None]:
-    """Data folder, crop size, validation resize size and JPEG draft size of the run."""
-    data = run.config.get("data", {})
-    folder = Path(data_dir or data["data_dir"]).expanduser()
-    resize_size = data.get("resize_size", 256)
-    draft_size = resize_size if data.get("jpeg_draft") else None
-    return folder, data.get("image_size", 224), resize_size, draft_size
-
-
 def val_predictions(run: Run, data_dir=None, ckpt_path=None) -> tuple[Predictions, object]:
     """The best checkpoint's predictions over the validation images, and those images."""
     model = load_model(ckpt_path or run.best_ckpt)
-    folder, image_size, resize_size, draft_size = run_data(run, data_dir)
-    dataset = val_images(folder, model.hparams.class_names, image_size, resize_size, draft_size)
+    splits = run.splits(data_dir, wanted=("val",))
+    image_size, resize_size = image_sizes(run)
+    draft = draft_size(run, resize_size)
+    dataset = val_images(splits, model.hparams.class_names, image_size, resize_size, True, draft)
     return predict_dataset(model, dataset), dataset
 
 
@@ -57,11 +51,13 @@ def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0, dataset
     """`n` training images through the training augmentation, with their labels.
 
     `dataset`: the training set a run used (decoded-image cache and all); default: the
-    run's train/ folder with the training augmentation.
+    training split of the run's `splits.csv`, with the training augmentation.
     """
     if dataset is None:
-        folder, image_size, _, draft_size = run_data(run, data_dir)
-        dataset = train_images(folder, run.class_names or [], image_size, draft_size)
+        splits = run.splits(data_dir, wanted=("train",))
+        image_size, resize_size = image_sizes(run)
+        draft = draft_size(run, resize_size)
+        dataset = train_images(splits, run.class_names or [], image_size, True, draft)
     with torch.random.fork_rng():  # the random crops and flips, without touching global state
         torch.manual_seed(seed)
         items = [dataset[i] for i in sample(len(dataset), n, seed)]

@@ -13,12 +13,15 @@ import torch
 from src.errors import UserError
 
 
-def load_checkpoint(path: str | Path, num_classes: int | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, num_classes: int | None = None, backbone: str | None = None
+) -> dict[str, Any]:
     """Read a checkpoint of `TransferLearningModel`.
 
     Raises a `UserError` that says what is wrong when the file is missing, truncated, not a
-    Lightning checkpoint, from another model, or has a head of another size than
-    `num_classes`. Used for training's `ckpt_path` and by evaluation and prediction.
+    Lightning checkpoint, from another model, of another backbone than `backbone`, or has a
+    head of another size than `num_classes`. Used for training's `ckpt_path` and by
+    evaluation and prediction.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -35,14 +38,20 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None) -> dict[st
     if not isinstance(state_dict, dict):
         raise UserError(
             f"Checkpoint {path} is not a Lightning checkpoint (no 'state_dict'); for plain "
-            "ResNet18 weights use model.weights=PATH instead."
+            "backbone weights use model.weights=PATH instead."
         )
-    expected = {"fc.weight", "fc.bias", "backbone.conv1.weight", "backbone.layer4.1.bn2.weight"}
-    if not expected <= state_dict.keys():
+    has_backbone = any(k.startswith("backbone.") for k in state_dict)
+    if not ({"fc.weight", "fc.bias"} <= state_dict.keys() and has_backbone):
         raise UserError(
-            f"Checkpoint {path} is from another model: it lacks "
-            f"{sorted(expected - state_dict.keys())} of this template's ResNet18 "
-            f"(it has e.g. {sorted(state_dict)[:3]})."
+            f"Checkpoint {path} is from another model: it lacks this template's 'fc' head "
+            f"or 'backbone' (it has e.g. {sorted(state_dict)[:3]})."
+        )
+    saved_backbone = saved_backbone_name(checkpoint)
+    if backbone is not None and str(backbone) != saved_backbone:
+        raise UserError(
+            f"Checkpoint {path} holds a {saved_backbone}, but this run builds model.backbone="
+            f"{backbone}. Pass model.backbone={saved_backbone} (and the same "
+            "model.backbone_kwargs) to continue from it."
         )
     saved_classes = state_dict["fc.weight"].shape[0]
     if num_classes is not None and saved_classes != num_classes:
@@ -54,11 +63,31 @@ def load_checkpoint(path: str | Path, num_classes: int | None = None) -> dict[st
     return checkpoint
 
 
+def saved_backbone_name(checkpoint: dict) -> str:
+    """The backbone a checkpoint was trained with; checkpoints from before the choice of
+    backbone existed hold a ResNet18."""
+    return str((checkpoint.get("hyper_parameters") or {}).get("backbone", "resnet18"))
+
+
+def require_same_shapes(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
+    """Stop with what differs when the checkpoint's weights do not fit `model` (e.g. a ViT
+    built for another image size)."""
+    from src.models.backbone import state_dict_mismatch
+
+    mismatch = state_dict_mismatch(model.state_dict(), checkpoint["state_dict"])
+    if mismatch:
+        raise UserError(
+            f"Checkpoint {path} does not fit the {saved_backbone_name(checkpoint)} built "
+            f"here: {mismatch}. Was it trained with other model.backbone_kwargs?"
+        )
+
+
 def load_model(ckpt_path: str | Path, device: str = "cpu"):
-    """The model of a checkpoint, in eval mode, without fetching its ImageNet weights.
+    """The model of a checkpoint, in eval mode, without fetching any pretrained weights.
 
     The file is read once, through `load_checkpoint`'s checks (missing, truncated, another
-    model); the model is rebuilt from the hyper-parameters saved beside its weights.
+    model); the model (its backbone included) is rebuilt from the hyper-parameters saved
+    beside its weights.
     """
     from src.models.transfer import TransferLearningModel
 
@@ -67,5 +96,6 @@ def load_model(ckpt_path: str | Path, device: str = "cpu"):
     if not hparams.get("class_names"):
         raise UserError(f"Checkpoint {ckpt_path} holds no class_names; it cannot name its labels.")
     model = TransferLearningModel(**{**hparams, "weights": None})
+    require_same_shapes(model, checkpoint, ckpt_path)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval()

@@ -1,27 +1,32 @@
-"""The transfer-learning LightningModule: a ResNet18 backbone with a new classification head.
+"""The transfer-learning LightningModule: a pretrained backbone with a new classification head.
 
 `freeze_backbone=False` is the tutorial's "finetuning the ConvNet"; `True` is its
-"ConvNet as fixed feature extractor", where only the new `fc` layer learns.
+"ConvNet as fixed feature extractor", where only the new `fc` layer learns. The backbone is
+any torchvision or timm classification model (`src.models.backbone`); the strategies that
+unfreeze it in stages (`lp_ft`, `gradual`) are callbacks in `src.training.finetuning`.
 """
 
 from collections.abc import Callable
 
 import torch
 from lightning.pytorch import LightningModule
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from src.models.resnet import build_resnet18
+from src.models.backbone import build_backbone
+from src.models.stages import backbone_stages, stage_lr_scales
 
 
 class TransferLearningModel(LightningModule):
-    """ResNet18 + a new `fc` of `num_classes` outputs, trained with cross-entropy.
+    """A backbone + a new `fc` of `num_classes` outputs, trained with cross-entropy.
 
     Args:
         num_classes: outputs of the new head (the datamodule's class count).
         class_names: label names, saved in the checkpoint so prediction needs no data folder.
-        weights: torchvision weights name, path to a state-dict file, or `None` (random init).
+        weights: a weights name of the backbone (`IMAGENET1K_V1`, `DEFAULT`, a timm tag), a
+            path to a weights file, or `None` (random init).
         freeze_backbone: train only the head; the backbone gets no gradients and its
             BatchNorm layers stay in eval mode, so their running statistics never change.
             (The tutorial's `model.train()` quietly keeps updating them.)
@@ -29,6 +34,11 @@ class TransferLearningModel(LightningModule):
         scheduler: a partial LR scheduler, stepped once per epoch.
         channels_last: store conv weights and inputs NHWC, which the CPU and GPU conv kernels
             run faster.
+        backbone: a torchvision model name (`resnet18`, `convnext_tiny`, ...) or
+            `timm/<name>`; saved in the checkpoint, so evaluation rebuilds the same network.
+        backbone_kwargs: extra constructor arguments of the backbone (a ViT's image size).
+        layer_decay: each backbone stage learns at `layer_decay` times the learning rate of
+            the stage above it; the top stage at the head's rate. 1.0 = one rate for all.
     """
 
     def __init__(
@@ -40,23 +50,29 @@ class TransferLearningModel(LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         channels_last: bool = True,
+        backbone: str = "resnet18",
+        backbone_kwargs: dict | None = None,
+        layer_decay: float = 1.0,
     ) -> None:
         super().__init__()
-        # Plain lists (not OmegaConf's ListConfig) keep the checkpoint loadable with
+        # Plain lists and dicts (not OmegaConf's) keep the checkpoint loadable with
         # `weights_only=True`; save_hyperparameters reads these locals.
         class_names = [str(name) for name in class_names] if class_names else None
+        if isinstance(backbone_kwargs, DictConfig):
+            backbone_kwargs = OmegaConf.to_container(backbone_kwargs, resolve=True)
+        backbone_kwargs = dict(backbone_kwargs or {})
         # Optimizer/scheduler factories are config objects, not model state: keeping them
         # out of the checkpoint lets it load with `weights_only=True`.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.freeze_backbone = freeze_backbone
         self.channels_last = channels_last
+        self.layer_decay = layer_decay
 
-        backbone = build_resnet18(weights)
-        self.fc = nn.Linear(backbone.fc.in_features, num_classes)
-        backbone.fc = nn.Identity()
-        self.backbone = backbone
+        self.backbone, width = build_backbone(backbone, weights, backbone_kwargs)
+        self.fc = nn.Linear(width, num_classes)
+        # A plain list, not a ModuleList: the stages' modules are registered in the backbone.
+        self.stages = backbone_stages(self.backbone)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -69,28 +85,47 @@ class TransferLearningModel(LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # resuming keeps the best-so-far
+        self.test_loss = MeanMetric()
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    @property
+    def backbone_frozen(self) -> bool:
+        """True while no backbone parameter trains (`frozen`, and the first phase of `lp_ft`
+        and `gradual`)."""
+        return not any(p.requires_grad for p in self.backbone.parameters())
 
     def train(self, mode: bool = True) -> "TransferLearningModel":
-        """Like `nn.Module.train`, but a frozen backbone always stays in eval mode."""
+        """Like `nn.Module.train`, but frozen stages of the backbone always stay in eval mode:
+        their BatchNorm statistics stay fixed and their dropout is off."""
         super().train(mode)
-        if self.freeze_backbone:
-            self.backbone.eval()
+        if mode and hasattr(self, "stages"):
+            if self.backbone_frozen:
+                self.backbone.eval()
+            for stage in self.stages:
+                if not stage.trains():
+                    for module in stage.modules:
+                        module.eval()
         return self
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone output (N, 512) for a batch of normalised images (N, 3, H, W)."""
+        """Backbone output (N, width) for a batch of normalised images (N, 3, H, W)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.freeze_backbone:
+        if self.backbone_frozen:
             with torch.no_grad():
                 return self.backbone(images)
         return self.backbone(images)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Class logits for images (N, 3, H, W), or for backbone features (N, 512) that
+        """Class logits for images (N, 3, H, W), or for backbone features (N, width) that
         `data.cache_features` computed once for a frozen backbone."""
         features = inputs if inputs.ndim == 2 else self.features(inputs)
         return self.fc(features)
+
+    def stage_learning_rates(self, top_lr: float) -> list[float]:
+        """Learning rate of each backbone stage (input side first) when the top one gets
+        `top_lr`: `layer_decay` times smaller per stage below."""
+        return [top_lr * s for s in stage_lr_scales(len(self.stages), self.layer_decay)]
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -109,30 +144,62 @@ class TransferLearningModel(LightningModule):
     def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Update the validation metrics; the logits are returned for callbacks (the figures
         reuse those of the best checkpoint's final validation)."""
-        images, labels = batch
-        logits = self(images)
-        self.val_loss.update(self.criterion(logits, labels), weight=labels.numel())
-        self.val_acc.update(logits, labels)
-        return logits.detach()
+        return self.update_metrics(batch, self.val_loss, self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
         """Log loss and accuracy over the whole validation split, and the best accuracy so far."""
-        acc = self.val_acc.compute()
-        self.log("val/loss", self.val_loss.compute(), sync_dist=True)
-        self.log("val/acc", acc, sync_dist=True)
-        self.val_loss.reset()
-        self.val_acc.reset()
+        acc = self.log_metrics("val", self.val_loss, self.val_acc)
         # The sanity check before training sees two batches only; it must not set the best.
         if self.trainer.sanity_checking:
             return
         self.val_acc_best.update(acc)
         self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True)
 
+    def test_step(self, batch, batch_idx: int) -> None:
+        self.update_metrics(batch, self.test_loss, self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        """Log loss and accuracy over the whole test split (`src.train` tests the best
+        checkpoint once, after training)."""
+        self.log_metrics("test", self.test_loss, self.test_acc)
+
+    def update_metrics(self, batch, loss: MeanMetric, acc: MulticlassAccuracy) -> torch.Tensor:
+        """Add a batch to a split's loss and accuracy (validation and test alike); return
+        the batch's logits."""
+        images, labels = batch
+        logits = self(images)
+        loss.update(self.criterion(logits, labels), weight=labels.numel())
+        acc.update(logits, labels)
+        return logits.detach()
+
+    def log_metrics(self, stage: str, loss: MeanMetric, acc: MulticlassAccuracy) -> torch.Tensor:
+        """Log `stage`/loss and `stage`/acc over the whole split, reset them, return the acc."""
+        value = acc.compute()
+        self.log(f"{stage}/loss", loss.compute(), sync_dist=True)
+        self.log(f"{stage}/acc", value, sync_dist=True)
+        loss.reset()
+        acc.reset()
+        return value
+
     def configure_optimizers(self):
+        """The optimizer over the parameters that train now; with `layer_decay` < 1, one
+        parameter group per backbone stage (named, so the LR logger shows each)."""
         if self.optimizer_factory is None:
             raise RuntimeError("TransferLearningModel needs an optimizer factory to train.")
-        trainable = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=trainable)
+        if self.layer_decay == 1:
+            groups = [{"params": [p for p in self.parameters() if p.requires_grad]}]
+        else:
+            groups = [{"params": list(self.fc.parameters()), "name": "head", "scale": 1.0}]
+            scales = stage_lr_scales(len(self.stages), self.layer_decay)
+            for stage, scale in reversed(list(zip(self.stages, scales, strict=True))):
+                params = [p for p in stage.params if p.requires_grad]
+                if params:
+                    groups.append(
+                        {"params": params, "name": f"backbone.{stage.name}", "scale": scale}
+                    )
+        optimizer = self.optimizer_factory(params=groups)
+        for group in optimizer.param_groups:
+            group["lr"] *= group.pop("scale", 1.0)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)

@@ -1,5 +1,7 @@
 """Continue an interrupted run in its own directory: `python -m src.train resume=DIR`.
 
+(DIR may also be a sweep directory: see src/runs/sweep_resume.py.)
+
 `resume=DIR` re-runs DIR's recorded command-line overrides (from `.hydra/overrides.yaml`)
 with `hydra.run.dir=DIR ckpt_path=last`; any override given next to it wins, so
 `resume=DIR trainer.max_epochs=40` extends a finished run.
@@ -13,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from src.errors import UserError
+from src.runs.sweep_resume import SWEEP_FILE, is_sweep_dir, override_key, sweep_resume_overrides
 
 # Overrides that name the run itself rather than what it trains.
 RUN_KEYS = {"hydra.run.dir", "ckpt_path", "resume"}
@@ -24,11 +27,14 @@ def resume_overrides(args: list[str]) -> list[str]:
     if not given:
         return args
     run_dir = Path(given[-1].split("=", 1)[1]).expanduser()
+    if is_sweep_dir(run_dir):
+        return sweep_resume_overrides(run_dir, args)
     recorded = run_dir / ".hydra" / "overrides.yaml"
     if not recorded.is_file():
         raise UserError(
-            f"resume={run_dir}: no run to continue there (expected {recorded}). Pass the "
-            "directory of an earlier run, e.g. logs/runs/<date_time>."
+            f"resume={run_dir}: no run to continue there (expected {recorded}, or "
+            f"{run_dir / SWEEP_FILE} for a sweep). Pass the directory of an earlier run, e.g. "
+            "logs/runs/<date_time>, or of a sweep, e.g. logs/multiruns/<date_time>."
         )
     new_keys = {override_key(a) for a in args if "=" in a}
     old = [
@@ -38,10 +44,6 @@ def resume_overrides(args: list[str]) -> list[str]:
     ]
     ckpt = [] if "ckpt_path" in new_keys else ["ckpt_path=last"]
     return [*old, *args, f"hydra.run.dir={run_dir}", *ckpt]
-
-
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, log_dir: Path) -> Path | None:
@@ -63,14 +65,23 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, log_dir: Path) ->
 
 
 def keep_earlier_metrics(loggers: list, checkpoint: dict) -> None:
-    """Keep metrics.csv rows of the epochs the checkpoint has trained.
+    """Keep the metrics of the epochs the checkpoint has trained, and only those.
 
     Lightning's CSV logger deletes an existing metrics.csv when it starts; rows written after
     the checkpoint (an epoch the kill cut short) are dropped, as that epoch runs again.
+    TensorBoard gets `purge_step`: its readers hide the earlier events from that step on.
+    (MLflow continues its run itself, see src/training/mlflow_logger.py.)
     """
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            # The logger passes its keyword arguments on to the SummaryWriter it creates on
+            # first use, which writes the purge marker; a writer re-opened after training
+            # (for the figures) must not purge the resumed epochs again.
+            logger._kwargs["purge_step"] = checkpoint["global_step"]
+            logger.experiment  # noqa: B018
+            del logger._kwargs["purge_step"]
         if not isinstance(logger, CSVLogger):
             continue
         path = Path(logger.log_dir) / "metrics.csv"

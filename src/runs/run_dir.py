@@ -13,6 +13,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from src.data.splits import FILE_NAME as SPLITS_FILE
+from src.data.splits import SPLIT_NAMES, Splits, SplitSettings, build_splits
 from src.errors import UserError
 from src.runs.summary import RunSummary
 
@@ -82,6 +84,23 @@ class Run:
         raise UserError(
             f"Run {self.path} {why}. Pass a checkpoint file with ckpt_path=... instead."
         )
+
+    def splits(self, data_dir: str | Path | None = None, wanted=SPLIT_NAMES) -> Splits:
+        """The split this run trained on: its splits.csv, over its data folder.
+
+        With `data_dir` (the data moved, or other data), or for a run older than
+        splits.csv, the split is made again from that folder with the run's split settings
+        (data.labels_csv, fractions, split_seed, fold): the same split for the same files.
+        `wanted` names the split folders needed (see `build_splits`).
+        """
+        data = self.config.get("data", {})
+        folder = data_dir or data.get("data_dir")
+        if not folder:
+            raise UserError(f"Run {self.path} names no data folder; pass data.data_dir=...")
+        recorded = self.path / SPLITS_FILE
+        if data_dir is None and recorded.is_file():
+            return build_splits(folder, splits_file=recorded)
+        return build_splits(folder, SplitSettings.from_config(data), wanted=wanted)
 
     def metrics(self) -> dict[str, dict[int, float]]:
         """Per-epoch metrics from csv/metrics.csv: {"val/acc": {epoch: value}, ...}."""
@@ -210,3 +229,18 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines)
+
+
+def image_sizes(run: Run | None, image_size=None, resize_size=None) -> tuple[int, int]:
+    """Crop and resize sizes for a run's checkpoint: the given ones, else those of the run's
+    config.yaml, else the tutorial's 224 / 256."""
+    data = run.config.get("data", {}) if run else {}
+    return image_size or data.get("image_size", 224), resize_size or data.get("resize_size", 256)
+
+
+def draft_size(run: Run | None, resize_size: int, jpeg_draft: bool | None = None) -> int | None:
+    """The `draft_size` for `load_rgb` that reads images as the run did: `resize_size` when
+    `jpeg_draft` (None: the run's data.jpeg_draft, false without a run) is true."""
+    if jpeg_draft is None:
+        jpeg_draft = bool(run.config.get("data", {}).get("jpeg_draft")) if run else False
+    return resize_size if jpeg_draft else None

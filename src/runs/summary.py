@@ -27,6 +27,7 @@ class RunSummary:
     class_names: list[str] = field(default_factory=list)
     train_size: int | None = None
     val_size: int | None = None
+    test_size: int | None = None  # None: the dataset has no test split
     epochs_trained: int | None = None
     precision: str | None = None
     accelerator: str | None = None
@@ -43,6 +44,10 @@ class RunSummary:
     # The best checkpoint re-loaded and validated after training (absent when interrupted).
     best_ckpt_val_acc: float | None = None
     best_ckpt_val_loss: float | None = None
+    # The best checkpoint on the held-out test split, once after training (when there is
+    # one): the number to report, since the checkpoint was chosen on val.
+    test_acc: float | None = None
+    test_loss: float | None = None
     # The value a sweep optimises: the logged metric named by the `optimized_metric` key.
     optimized_metric: str | None = None
     optimized_value: float | None = None
@@ -78,11 +83,13 @@ class RunSummary:
         return Path(run_dir) / "checkpoints" / Path(self.best_ckpt).name
 
     def result_line(self, run_dir: str | Path) -> str:
-        """The console's last line: strategy, best val/acc and where it came from."""
+        """The console's last line: strategy, best val/acc and where it came from, and the
+        test accuracy of that checkpoint when there is a test split."""
         acc = "n/a" if self.best_val_acc is None else f"{self.best_val_acc:.4f}"
         where = "" if self.best_epoch is None else f" at epoch {self.best_epoch}"
+        test = "" if self.test_acc is None else f", test/acc {self.test_acc:.4f}"
         fit = 0.0 if self.fit_time_s is None else self.fit_time_s
         return (
-            f"Result: {self.strategy} best val/acc {acc}{where} "
+            f"Result: {self.strategy} best val/acc {acc}{where}{test} "
             f"({self.epochs_trained} epochs, {fit:.1f} s); run directory {run_dir}"
         )

@@ -24,6 +24,8 @@ from omegaconf import DictConfig
 
 from src.files import write_text_atomic
 from src.runs.run_dir import STATUS_FILE, Run, job_key, sweep_runs
+from src.runs.slurm import slurm_task_rank
+from src.runs.sweep_resume import completed_earlier
 
 try:
     import fcntl
@@ -41,18 +43,28 @@ class SweepSummary(Callback):
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
+        self._skipped: set[str] = set()
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._started[config.hydra.runtime.output_dir] = time.perf_counter()
-        if config.hydra.mode == RunMode.MULTIRUN:  # a sweep killed now shows this job
-            write_sweep_summary(sweep_root(config))
+        job_dir = config.hydra.runtime.output_dir
+        self._started[job_dir] = time.perf_counter()
+        if config.hydra.mode == RunMode.MULTIRUN and not slurm_task_rank():
+            # The job will skip training (see src.runs.sweep_resume): its status stands.
+            if completed_earlier(Run(job_dir, check=False)):
+                self._skipped.add(job_dir)
+            write_sweep_summary(sweep_root(config))  # a sweep killed now shows this job
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
+        # Tasks 1..n-1 of a multi-task SLURM job train the same job as task 0, which reports it.
+        if config.hydra.mode != RunMode.MULTIRUN or slurm_task_rank():
             return
         job_dir = Path(config.hydra.runtime.output_dir)
         started = self._started.pop(str(job_dir), None)
         failed = job_return.status != JobStatus.COMPLETED
+        if str(job_dir) in self._skipped and not failed:
+            self._skipped.discard(str(job_dir))
+            write_sweep_summary(sweep_root(config))
+            return
         status = {
             "status": "failed" if failed else "completed",
             # `job_return.return_value` re-raises a failed job's exception; read the field.

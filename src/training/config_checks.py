@@ -5,9 +5,10 @@ Each check names the key to fix; the values a sweep may explore are left alone.
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.data.splits import SplitSettings
 from src.errors import UserError
 
-STRATEGIES = ("finetune", "frozen")
+STRATEGIES = ("finetune", "frozen", "lp_ft", "gradual")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -18,14 +19,64 @@ def check_config(cfg: DictConfig) -> None:
     require(cfg, "model.optimizer.momentum", lambda v: v >= 0, "a number >= 0")
     require(cfg, "model.scheduler.step_size", lambda v: v >= 1, "an integer >= 1 (epochs)")
     require(cfg, "model.scheduler.gamma", lambda v: 0 < v <= 1, "a number in (0, 1]")
+    require(cfg, "model.layer_decay", lambda v: 0 < v <= 1, "a number in (0, 1] (1 = off)")
     require(cfg, "trainer.max_epochs", lambda v: v is None or v >= -1, "an integer (-1 = no limit)")
     require(cfg, "strategy.name", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
-    if OmegaConf.select(cfg, "data.cache_features") and not cfg.strategy.freeze_backbone:
+    require(cfg, "strategy.backbone_lr_ratio", lambda v: v > 0, "a number > 0")
+    require(cfg, "strategy.probe_epochs", is_count(0), "an integer >= 0 (epochs)")
+    require(cfg, "strategy.unfreeze_every", is_count(1), "an integer >= 1 (epochs)")
+    check_phases(cfg)
+    if OmegaConf.select(cfg, "data.cache_features") and not head_trains_alone_first(cfg):
         raise UserError(
-            "data.cache_features=true needs strategy=frozen: a backbone that trains changes "
-            "its features every step, so they cannot be computed once."
+            "data.cache_features=true needs strategy=frozen, or a strategy that starts with "
+            "a frozen backbone: lp_ft with strategy.probe_epochs >= 1, or gradual. A "
+            "backbone that trains changes its features every step, so they cannot be "
+            "computed once."
         )
-    check_weights_name(OmegaConf.select(cfg, "model.weights"))
+    check_backbone(OmegaConf.select(cfg, "model.backbone"), OmegaConf.select(cfg, "model.weights"))
+    SplitSettings.from_config(cfg.get("data") or {})  # raises on a bad data.fold, ...
+
+
+def is_count(minimum: int):
+    return lambda v: isinstance(v, int) and v >= minimum
+
+
+def check_phases(cfg: DictConfig) -> None:
+    """`lp_ft` and `gradual` must leave the backbone some epochs to train in."""
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
+    if max_epochs is None or max_epochs < 0:
+        return  # no epoch limit
+    probe = OmegaConf.select(cfg, "strategy.probe_epochs")
+    if probe is not None and probe >= max_epochs:
+        raise UserError(
+            f"Invalid strategy.probe_epochs={probe}: with trainer.max_epochs={max_epochs} it "
+            "leaves no epoch to fine-tune the backbone in. Use fewer probe epochs or more "
+            "epochs, or strategy=frozen to train the head alone."
+        )
+    every = OmegaConf.select(cfg, "strategy.unfreeze_every")
+    if every is not None and every >= max_epochs:
+        raise UserError(
+            f"Invalid strategy.unfreeze_every={every}: the first backbone stage would be "
+            f"unfrozen at epoch {every}, but trainer.max_epochs={max_epochs} ends before it, so "
+            "the backbone never trains. Use a smaller value, or strategy=frozen."
+        )
+
+
+def head_trains_alone_first(cfg: DictConfig) -> bool:
+    """Whether the run starts with a frozen backbone (what cached features need)."""
+    strategy = cfg.strategy
+    if strategy.get("freeze_backbone"):
+        return True
+    if strategy.get("name") == "lp_ft":
+        return strategy.get("probe_epochs", 0) >= 1
+    return strategy.get("name") == "gradual"
+
+
+def check_backbone(backbone: str | None, weights: str | None) -> None:
+    """The backbone must exist in torchvision or timm, and a weights name must be one of its."""
+    from src.models.backbone_names import check_weights, parse_backbone
+
+    check_weights(parse_backbone(backbone or "resnet18"), weights, key="Invalid")
 
 
 def require(cfg: DictConfig, key: str, ok, expected: str) -> None:
@@ -40,19 +91,3 @@ def require(cfg: DictConfig, key: str, ok, expected: str) -> None:
         valid = False
     if not valid:
         raise UserError(f"Invalid {key}={value!r}: it must be {expected}.")
-
-
-def check_weights_name(weights: str | None) -> None:
-    """A weights value that is not a path must be one of torchvision's ResNet18 names."""
-    from torchvision.models import ResNet18_Weights
-
-    from src.models.resnet import looks_like_path
-
-    if weights is None or looks_like_path(str(weights)):
-        return
-    if weights not in ResNet18_Weights.__members__:
-        names = ", ".join(ResNet18_Weights.__members__)
-        raise UserError(
-            f"Invalid model.weights={weights!r}: use one of {names}, a path to a .pth "
-            "state-dict file, or null for random initialisation."
-        )

@@ -17,11 +17,12 @@ from omegaconf import read_write
 
 
 @contextmanager
-def this_job_on_the_command_line() -> Iterator[None]:
-    """Within the block, `sys.argv` and Hydra's `run.dir` describe the current sweep job only."""
+def this_job_on_the_command_line(extra: list[str] = ()) -> Iterator[None]:
+    """Within the block, `sys.argv` and Hydra's `run.dir` describe the current sweep job only
+    (its overrides, then `extra`)."""
     hydra_cfg = HydraConfig.get()
     saved_argv, saved_run_dir = sys.argv, hydra_cfg.run.dir
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, *extra]
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:

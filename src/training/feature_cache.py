@@ -1,10 +1,12 @@
-"""Backbone features of un-augmented images, computed once for a frozen backbone.
+"""Backbone features of un-augmented images, computed once while the backbone is frozen.
 
 A frozen backbone maps each image to the same numbers in every epoch; with train
 augmentation switched off (`data.cache_features=true` does that), computing them once and
 training the head on them gives the same updates as running the backbone every step, at a
-fraction of the cost. The callback is the glue between model and data: the datamodule
-never sees the model, it is only handed the feature datasets to serve.
+fraction of the cost. With `strategy=frozen` that is the whole run; with `lp_ft` and
+`gradual` it is the epochs before the backbone starts training, after which the images
+(with their augmentation) are served again. The callback is the glue between model and
+data: the datamodule never sees the model, it is only handed the feature datasets to serve.
 """
 
 from collections.abc import Callable
@@ -13,11 +15,15 @@ import torch
 from lightning.pytorch import Callback
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from src.training.finetuning import StagedFinetuning
+from src.training.seeding import next_epoch
+
 
 class CacheFeatures(Callback):
-    """At the start of fitting, replace the datamodule's images by the backbone's features.
+    """At the start of fitting, replace the datamodule's images by the backbone's features,
+    for as long as the backbone stays frozen.
 
-    `train=False` (what `src.train` uses for every frozen run without `data.cache_features`)
+    `train=False` (what `src.train` uses for `strategy=frozen` without `data.cache_features`)
     caches the validation images only, whose transform is fixed anyway, so training keeps
     its augmentation and every number stays what running the backbone in each epoch gives:
     the features are computed in the validation loader's batch size and precision, without
@@ -27,26 +33,63 @@ class CacheFeatures(Callback):
 
     def __init__(self, train: bool = True) -> None:
         self.train = train
+        self.first_epoch = 0  # the epoch this fit starts at (a resumed run's next epoch)
+        self.until: int | None = None  # the first epoch that trains the backbone
+        self.saved_reload: int | None = None
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        self.first_epoch = next_epoch(checkpoint)
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        # The config check (src.training.config_checks) already required a frozen backbone.
+        # The config check (src.training.config_checks) already required a frozen start.
+        staged = [c for c in trainer.callbacks if isinstance(c, StagedFinetuning)]
+        self.until = staged[0].head_only_epochs if staged else None
         datamodule = trainer.datamodule
-        context = trainer.precision_plugin.forward_context
-        device = pl_module.device
-        if self.train:
-            datamodule.use_features(
-                train=extract_features(pl_module.features, datamodule.train_set, device, context),
-                val=extract_features(pl_module.features, datamodule.val_set, device, context),
-            )
+        if self.until is not None and self.first_epoch >= self.until:
+            datamodule.use_images()  # resumed after the frozen epochs
             return
+        context = trainer.precision_plugin.forward_context
+        device, training = pl_module.device, pl_module.training
+        if not self.train:
+            self.cache_validation(trainer, pl_module)
+            return
+        pl_module.eval()
+        datamodule.use_features(
+            train=extract_features(pl_module.features, datamodule.train_set, device, context),
+            val=extract_features(pl_module.features, datamodule.val_set, device, context),
+        )
+        pl_module.train(training)
+
+    def cache_validation(self, trainer, pl_module) -> None:
         limit = trainer.limit_val_batches
         if not (isinstance(limit, float) and limit == 1.0):
             return
+        datamodule, training = trainer.datamodule, pl_module.training
+        pl_module.eval()
         with torch.random.fork_rng(devices=[]):  # a loader's start draws a random seed
             val = extract_features(
-                pl_module.features, datamodule.val_set, device, context, datamodule.batch_size
+                pl_module.features,
+                datamodule.val_set,
+                pl_module.device,
+                trainer.precision_plugin.forward_context,
+                datamodule.batch_size,
             )
+        pl_module.train(training)
         datamodule.use_features(val=val)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if self.until is not None and trainer.current_epoch + 1 == self.until:
+            # The backbone trains from the next epoch: serve images again, and have Lightning
+            # ask for new train and val loaders once (it keeps them otherwise).
+            trainer.datamodule.use_images()
+            self.saved_reload = trainer.reload_dataloaders_every_n_epochs
+            trainer.reload_dataloaders_every_n_epochs = 1
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        # The validation loader is rebuilt before this hook, the train loader before it too.
+        if self.saved_reload is not None and trainer.current_epoch >= (self.until or 0):
+            trainer.reload_dataloaders_every_n_epochs = self.saved_reload
+            self.saved_reload = None
 
 
 @torch.no_grad()

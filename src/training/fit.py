@@ -1,4 +1,4 @@
-"""Fit a model with Lightning, then re-validate its best checkpoint.
+"""Fit a model with Lightning, then re-validate its best checkpoint and test it.
 
 Interrupting (Ctrl-C, SIGTERM) is a normal way for a fit to end: `last.ckpt` holds the last
 finished epoch and the run reports itself as interrupted instead of crashing.
@@ -63,3 +63,16 @@ def best_checkpoint_results(trainer, model, datamodule, revalidate: bool = True)
     results["best_ckpt_val_acc"] = metrics["val/acc"]
     results["best_ckpt_val_loss"] = metrics["val/loss"]
     return results
+
+
+def test_best_checkpoint(trainer, model, datamodule, best_ckpt: str | None) -> dict:
+    """The test split's loss and accuracy of the best checkpoint (the current weights when
+    the run kept no checkpoint), as the `RunSummary` fields test_acc and test_loss.
+
+    This runs once, after training: the checkpoint was chosen on val, so val/acc_best is
+    an optimistic estimate and test/acc is the number to report.
+    """
+    loggers, trainer.loggers = trainer.loggers, []  # metrics.csv holds epochs only
+    (metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_ckpt, verbose=False)
+    trainer.loggers = loggers
+    return {"test_acc": metrics["test/acc"], "test_loss": metrics["test/loss"]}

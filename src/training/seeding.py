@@ -21,10 +21,7 @@ class SeedEachEpoch(Callback):
         self.first_epoch = 0
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        # Epochs the checkpoint has processed = the index of the epoch that runs next.
-        progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
-        processed = progress.get("current", {}).get("processed")
-        self.first_epoch = checkpoint["epoch"] + 1 if processed is None else processed
+        self.first_epoch = next_epoch(checkpoint)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._seed(self.first_epoch)
@@ -35,3 +32,11 @@ class SeedEachEpoch(Callback):
 
     def _seed(self, epoch: int) -> None:
         seed_everything(self.seed + epoch, workers=True, verbose=False)
+
+
+def next_epoch(checkpoint: dict) -> int:
+    """The epoch a fit resumed from `checkpoint` starts at."""
+    # Epochs the checkpoint has processed = the index of the epoch that runs next.
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {})
+    processed = progress.get("current", {}).get("processed")
+    return checkpoint["epoch"] + 1 if processed is None else processed

@@ -4,6 +4,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+import src.runs.slurm  # noqa: F401  (registers ${if_gpu:...}, which hydra/launcher=slurm uses)
+
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 

@@ -6,19 +6,31 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+PALETTE = [(200, 40, 40), (40, 40, 200), (40, 200, 40), (200, 200, 40)]
+
+
+def write_class_images(folder: Path, class_index: int, count: int, size=(48, 40)) -> None:
+    """`count` JPEGs `<folder name>_<i>.jpg` in one solid colour per class (easy to learn)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        shade = tuple(min(255, v + 5 * i) for v in PALETTE[class_index % len(PALETTE)])
+        Image.new("RGB", size, shade).save(folder / f"{folder.name}_{i}.jpg")
+
 
 def make_image_folder(
     root: Path, classes=("ants", "bees"), train_per_class=6, val_per_class=4, size=(48, 40)
 ) -> Path:
     """Write train/ and val/ JPEGs, one solid colour per class (easy to learn)."""
-    palette = [(200, 40, 40), (40, 40, 200), (40, 200, 40), (200, 200, 40)]
     for split, count in (("train", train_per_class), ("val", val_per_class)):
         for c, name in enumerate(classes):
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                shade = tuple(min(255, v + 5 * i) for v in palette[c % len(palette)])
-                Image.new("RGB", size, shade).save(folder / f"{name}_{i}.jpg")
+            write_class_images(root / split / name, c, count, size)
+    return root
+
+
+def make_class_folders(root: Path, counts: dict[str, int] | None = None) -> Path:
+    """One folder of class folders, without splits: `counts[class]` JPEGs per class."""
+    for c, (name, count) in enumerate((counts or {"ants": 10, "bees": 10}).items()):
+        write_class_images(root / name, c, count)
     return root
 
 

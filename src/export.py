@@ -1,0 +1,121 @@
+"""Export a checkpoint: `python -m src.export ckpt_path=PATH format=onnx|torchscript [output=...]`.
+
+Writes a file that takes a batch of normalised images (any batch size) and returns class
+probabilities, with the class names and the preprocessing inside it. Before the file is kept,
+it runs on real images next to the checkpoint: probabilities must agree to `tolerance` and the
+most probable class exactly; the command prints the largest difference.
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, ListConfig
+
+from src.errors import UserError, exit_on_user_error
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+
+
+class ParityError(Exception):
+    """The exported model does not answer as the checkpoint does (nothing was written)."""
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    images = cfg.images
+    images = list(images) if isinstance(images, ListConfig) else [str(images)] if images else []
+    try:
+        with exit_on_user_error(log):
+            output, parity = export(
+                cfg.ckpt_path, cfg.format, cfg.output, images, cfg.parity_images,
+                cfg.tolerance, cfg.image_size, cfg.resize_size, cfg.allow_unfinished,
+            )  # fmt: skip
+    except ParityError as err:
+        log.error("%s", err)
+        raise SystemExit(1) from None
+    print(parity)
+    print(f"Wrote {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
+def export(
+    ckpt_path: str,
+    fmt: str = "onnx",
+    output: str | None = None,
+    images: list[str] | None = None,
+    parity_images: int = 8,
+    tolerance: float = 1e-4,
+    image_size: int | None = None,
+    resize_size: int | None = None,
+    allow_unfinished: bool = False,
+):
+    """Write the checkpoint as `fmt` and check it; returns the file and the `Parity` found."""
+    if not ckpt_path:
+        raise UserError("Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train).")
+    if fmt not in SUFFIXES:
+        raise UserError(f"format={fmt} is not an export format; choose one of {list(SUFFIXES)}.")
+    ckpt = Path(ckpt_path).expanduser()
+    output = Path(output).expanduser() if output else ckpt.with_suffix(SUFFIXES[fmt])
+    if not output.parent.is_dir():
+        raise UserError(f"output={output}: the folder {output.parent} does not exist.")
+    if output.resolve() == ckpt.resolve():
+        raise UserError(f"output={output} would overwrite the checkpoint; choose another name.")
+
+    from src.files import atomic_write
+    from src.inspection.parity import check_parity, run_val_images, user_images
+    from src.models.checkpoint import load_model
+    from src.models.export import export_model, metadata
+    from src.models.exported import ExportedModel
+    from src.predict import expand_inputs
+    from src.runs.run_dir import draft_size, image_sizes, run_for_checkpoint
+
+    model = load_model(ckpt)  # a foreign or damaged file stops here, with its reason
+    run = run_for_checkpoint(ckpt)
+    if run is not None and not allow_unfinished:
+        refuse_unfinished(run, ckpt)
+    image_size, resize_size = image_sizes(run, image_size, resize_size)
+    draft = draft_size(run, resize_size)  # images are read as the run read them
+    class_names = list(model.hparams.class_names)
+    if images:
+        files = expand_inputs(images)
+        tensors, source = user_images(files, image_size, resize_size, draft), "images="
+        source += ",".join(images)
+    elif run is not None:
+        tensors = run_val_images(run, class_names, parity_images, image_size, resize_size, draft)
+        source = f"the validation split of run {run.path}"
+    else:
+        raise UserError(
+            f"{ckpt} is not inside its run directory, so its validation images are unknown: "
+            "pass images=FILE_OR_DIR_OR_GLOB (a few real images) for the parity check."
+        )
+
+    with atomic_write(output, "wb") as f:
+        info = metadata(class_names, image_size, resize_size, draft is not None)
+        export_model(model, fmt, f, info, image_size)
+        f.flush()
+        parity = check_parity(model, ExportedModel(f.name, fmt), tensors, source, tolerance)
+        if not parity.ok:  # leaving the block by an exception discards the file
+            raise ParityError(f"{parity} The exported model disagrees; {output} not written.")
+    return output, parity
+
+
+def refuse_unfinished(run, ckpt: Path) -> None:
+    """Stop when the checkpoint's run did not finish: it holds a model training left midway."""
+    summary = run.summary
+    if summary is None:
+        why = "has not finished (still running, or killed): it has no summary.json"
+    elif summary.interrupted:
+        why = f"was interrupted ({summary.interrupted_by}) after {summary.epochs_trained} epoch(s)"
+    else:
+        return
+    raise UserError(
+        f"Checkpoint {ckpt} is from run {run.path}, which {why}. Finish it first "
+        f"(python -m src.train resume={run.path}), or export it as it is with "
+        "allow_unfinished=true."
+    )
+
+
+if __name__ == "__main__":
+    main()
