@@ -138,3 +138,18 @@ def test_eval_skips_and_counts_undecodable_images_when_asked(trained_run, tmp_pa
     assert results["skipped_images"] == [str(broken)]
     assert results["num_images"] == 8  # the 8 readable val images
     assert "1 unreadable skipped" in result.stdout
+
+
+def test_an_exported_model_reads_images_as_its_run_did(trained_run, tmp_path):
+    from src.export import export
+    from src.models.exported import ExportedModel
+    from src.predict import load_classifier
+
+    run = run_with_jpeg_draft(trained_run, tmp_path)
+    ckpt = next((run / "checkpoints").glob("best-*.ckpt"))
+    assert load_classifier(str(ckpt), None, None)[3] == 36  # the run's resize_size
+    path, parity = export(str(ckpt), "torchscript", str(tmp_path / "model.pt"))
+    assert parity.ok
+    assert ExportedModel(path).preprocessing["jpeg_draft"] is True
+    assert load_classifier(str(path), None, None)[3] == 36
+    assert load_classifier(str(path), None, None, jpeg_draft=False)[3] is None
