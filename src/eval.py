@@ -42,6 +42,7 @@ def evaluate(
     batch_size: int = 32,
     split: str = "val",
     skip_bad_images: bool = False,
+    jpeg_draft: bool | None = None,
 ) -> dict:
     """Results of the checkpoint (or the run's best one) on one split of the data.
 
@@ -54,7 +55,7 @@ def evaluate(
     from src.inspection.predictions import labelled_images, predict_dataset
     from src.models.checkpoint import load_model
     from src.models.metrics import split_metrics
-    from src.runs.run_dir import Run, image_sizes, run_for_checkpoint
+    from src.runs.run_dir import Run, draft_size, image_sizes, run_for_checkpoint
 
     if not ckpt_path and not run_dir:
         raise UserError("Nothing to evaluate: pass ckpt_path=PATH/TO/x.ckpt or run_dir=DIR.")
@@ -70,13 +71,14 @@ def evaluate(
             "pass data.data_dir=/path/to/data (holding val/<class>/ images)."
         )
     image_size, resize_size = image_sizes(run, image_size, resize_size)
+    draft = draft_size(run, resize_size, jpeg_draft)  # read the images as the run did
 
     from src.data.transforms import val_transform
 
     model = load_model(ckpt)
     names = list(model.hparams.class_names)
     transform = val_transform(image_size, resize_size)
-    dataset, skipped = labelled_images(splits, split, names, transform, skip_bad_images)
+    dataset, skipped = labelled_images(splits, split, names, transform, skip_bad_images, draft)
     predictions = predict_dataset(model, dataset, batch_size)
     counts = predictions.confusion_matrix().sum(dim=1).tolist()
     # The definitions training logs (src.models.metrics), on these predictions.
@@ -100,6 +102,7 @@ def evaluate(
         "confusion_matrix": predictions.confusion_matrix().tolist(),
         "image_size": image_size,
         "resize_size": resize_size,
+        "jpeg_draft": draft is not None,
     }
 
 

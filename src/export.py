@@ -69,19 +69,21 @@ def export(
     from src.models.export import export_model, metadata
     from src.models.exported import ExportedModel
     from src.predict import expand_inputs
-    from src.runs.run_dir import image_sizes, run_for_checkpoint
+    from src.runs.run_dir import draft_size, image_sizes, run_for_checkpoint
 
     model = load_model(ckpt)  # a foreign or damaged file stops here, with its reason
     run = run_for_checkpoint(ckpt)
     if run is not None and not allow_unfinished:
         refuse_unfinished(run, ckpt)
     image_size, resize_size = image_sizes(run, image_size, resize_size)
+    draft = draft_size(run, resize_size)  # images are read as the run read them
     class_names = list(model.hparams.class_names)
     if images:
-        tensors, source = user_images(expand_inputs(images), image_size, resize_size), "images="
+        files = expand_inputs(images)
+        tensors, source = user_images(files, image_size, resize_size, draft), "images="
         source += ",".join(images)
     elif run is not None:
-        tensors = run_val_images(run, class_names, parity_images, image_size, resize_size)
+        tensors = run_val_images(run, class_names, parity_images, image_size, resize_size, draft)
         source = f"the validation split of run {run.path}"
     else:
         raise UserError(
@@ -90,7 +92,8 @@ def export(
         )
 
     with atomic_write(output, "wb") as f:
-        export_model(model, fmt, f, metadata(class_names, image_size, resize_size), image_size)
+        info = metadata(class_names, image_size, resize_size, draft is not None)
+        export_model(model, fmt, f, info, image_size)
         f.flush()
         parity = check_parity(model, ExportedModel(f.name, fmt), tensors, source, tolerance)
         if not parity.ok:  # leaving the block by an exception discards the file

@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     inputs = list(inputs) if isinstance(inputs, ListConfig) else [str(inputs)] if inputs else []
     with exit_on_user_error(log):
         rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.image_size, cfg.resize_size,
-                       cfg.batch_size)  # fmt: skip
+                       cfg.batch_size, cfg.jpeg_draft)  # fmt: skip
     write_csv(rows, Path(cfg.output))
     for row in rows:
         print(format_row(row))
@@ -62,6 +62,7 @@ def predict(
     image_size: int | None = None,
     resize_size: int | None = None,
     batch_size: int = 32,
+    jpeg_draft: bool | None = None,
 ) -> list[dict]:
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
     `error` (None, or why the file could not be read as an image)."""
@@ -75,7 +76,9 @@ def predict(
     if top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}.")
     files = expand_inputs(inputs)
-    classify, names, transform = load_classifier(ckpt_path, image_size, resize_size)
+    classify, names, transform, draft = load_classifier(
+        ckpt_path, image_size, resize_size, jpeg_draft
+    )
     top_k = min(top_k, len(names))
 
     rows, batch = [], []
@@ -84,7 +87,7 @@ def predict(
         rows.append(row)
         try:
             # The same reader as training: 16-bit, palette and CMYK images get the same pixels.
-            batch.append((row, transform(load_rgb(path))))
+            batch.append((row, transform(load_rgb(path, draft))))
         except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError too
             row["error"] = f"not a readable image ({type(err).__name__}: {err})"
         if len(batch) == batch_size:
@@ -95,12 +98,15 @@ def predict(
     return rows
 
 
-def load_classifier(ckpt_path: str, image_size: int | None, resize_size: int | None):
-    """(probabilities of a batch of images, class names, validation transform) of a model.
+def load_classifier(
+    ckpt_path: str, image_size: int | None, resize_size: int | None, jpeg_draft=None
+):
+    """(probabilities of a batch of images, class names, validation transform, `draft_size`
+    for `load_rgb`) of a model.
 
     An exported model (.onnx, TorchScript) carries its class names and preprocessing: it needs
-    neither Lightning nor its run directory. A checkpoint gets its image sizes from its run's
-    config.yaml when that is beside the checkpoints folder.
+    neither Lightning nor its run directory. A checkpoint gets its image sizes and
+    `data.jpeg_draft` from its run's config.yaml when that is beside the checkpoints folder.
     """
     from src.data.transforms import val_transform
     from src.models.exported import ExportedModel, exported_format
@@ -115,12 +121,13 @@ def load_classifier(ckpt_path: str, image_size: int | None, resize_size: int | N
             )
         size = resize_size or pre["resize_size"]
         transform = val_transform(pre["image_size"], size, pre["mean"], pre["std"])
-        return model, model.class_names, transform
+        draft = pre.get("jpeg_draft", False) if jpeg_draft is None else jpeg_draft
+        return model, model.class_names, transform, size if draft else None
 
     import torch
 
     from src.models.checkpoint import load_model
-    from src.runs.run_dir import image_sizes, run_for_checkpoint
+    from src.runs.run_dir import draft_size, image_sizes, run_for_checkpoint
 
     model = load_model(ckpt_path)
 
@@ -128,8 +135,10 @@ def load_classifier(ckpt_path: str, image_size: int | None, resize_size: int | N
     def classify(images: torch.Tensor) -> torch.Tensor:
         return model(images).float().softmax(dim=1)
 
-    sizes = image_sizes(run_for_checkpoint(ckpt_path), image_size, resize_size)
-    return classify, list(model.hparams.class_names), val_transform(*sizes)
+    run = run_for_checkpoint(ckpt_path)
+    sizes = image_sizes(run, image_size, resize_size)
+    draft = draft_size(run, sizes[1], jpeg_draft)
+    return classify, list(model.hparams.class_names), val_transform(*sizes), draft
 
 
 def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> None:

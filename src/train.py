@@ -88,6 +88,7 @@ def train(cfg: DictConfig):
 
     from src.data.splits import FILE_NAME as SPLITS_FILE
     from src.errors import UserError
+    from src.inspection.predictions import KeepValidationOutputs
     from src.models.checkpoint import load_checkpoint, require_same_shapes
     from src.runs.resume import keep_earlier_metrics, resolve_ckpt_path
     from src.runs.slurm_job import lightning_slurm_plugins
@@ -127,6 +128,13 @@ def train(cfg: DictConfig):
     callbacks = [c for c in callbacks if c is not None]  # progress_bar: none when disabled
     if cfg.data.get("cache_features"):
         callbacks.append(CacheFeatures())
+    elif cfg.model.get("freeze_backbone"):
+        # A frozen backbone maps each validation image to the same features in every epoch.
+        callbacks.append(CacheFeatures(train=False))
+    # The figures reuse the outputs of the best checkpoint's final validation.
+    validation_outputs = KeepValidationOutputs()
+    if cfg.get("figures"):
+        callbacks.append(validation_outputs)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     if checkpoint:
         keep_earlier_metrics(loggers, checkpoint)
@@ -179,7 +187,13 @@ def train(cfg: DictConfig):
         if cfg.get("figures"):
             from src.inspection.run_figures import write_run_figures
 
-            log.info("Figures: %s", ", ".join(p.name for p in write_run_figures(output_dir)))
+            drawing = time.perf_counter()
+            validation = validation_outputs.predictions(datamodule.val_set, class_names)
+            paths = write_run_figures(
+                output_dir, validation=validation, train_set=datamodule.train_set
+            )
+            names = ", ".join(p.name for p in paths)
+            log.info("Figures (%.1f s): %s", time.perf_counter() - drawing, names)
         log_run_end(trainer.loggers, output_dir, summary, cfg, trainer.global_step)
         log.info(summary.result_line(output_dir))
     if optimized is None and not interrupted_by:

@@ -1,38 +1,53 @@
-"""The tutorial-vs-template benchmark runs both loops and reports comparable rows."""
+"""The benchmarks: tutorial vs template (long and short runs, a multirun), the strategies over
+seeds, the loader by image size, and the GPU check's timing."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
+from src.bench import gpu_check, loader
+from src.bench.gpu_check import TIMING_FILE
+from src.train import train
 from tests.helpers.config import ROOT
 
-pytestmark = pytest.mark.slow
 
-
-def test_benchmark_reports_both_loops_for_each_strategy(image_folder, tmp_path):
+@pytest.mark.slow
+def test_benchmark_reports_both_loops_for_each_strategy_and_a_multirun(image_folder, tmp_path):
     out = tmp_path / "bench"
     result = subprocess.run(
         [sys.executable, "-m", "src.bench.compare_tutorial", "--data-dir", str(image_folder),
-         "--epochs", "1", "--out-dir", str(out), "--", "data.num_workers=0"],
+         "--epochs", "1", "--multirun-jobs", "2", "--out-dir", str(out), "--",
+         "data.num_workers=0", "data.image_size=32", "data.resize_size=36"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = json.loads((out / "bench.json").read_text())["rows"]
-    assert [(r["strategy"], r["loop"]) for r in rows] == [
-        ("finetune", "tutorial"), ("finetune", "template"),
-        ("frozen", "tutorial"), ("frozen", "template"),
+    report = json.loads((out / "bench.json").read_text())
+    rows = report["rows"]
+    assert [(r["strategy"], r["epochs"], r["loop"]) for r in rows] == [
+        ("finetune", 1, "tutorial"), ("finetune", 1, "template"),
+        ("frozen", 1, "tutorial"), ("frozen", 1, "template"),
     ]  # fmt: skip
     for tutorial, template in (rows[0:2], rows[2:4]):
-        assert tutorial["wall_ratio_vs_tutorial"] is None
-        expected = template["wall_time_s"] / tutorial["wall_time_s"]
-        # Rows round times to 0.01 s; these runs take about a second.
-        assert template["wall_ratio_vs_tutorial"] == pytest.approx(expected, rel=0.02)
+        assert tutorial["process_ratio_vs_tutorial"] is None
+        expected = template["process_time_s"] / tutorial["process_time_s"]
+        # Rows round times to 0.01 s; these runs take seconds.
+        assert template["process_ratio_vs_tutorial"] == pytest.approx(expected, rel=0.02)
+        assert template["process_time_s"] > template["fit_time_s"] > 0
         assert 0.0 <= template["best_val_acc"] <= 1.0
-    assert "| frozen | 42 | template |" in (out / "bench.md").read_text()
+    multirun = report["multirun"]
+    assert multirun["jobs"] == 2
+    assert multirun["process_time_s"] > multirun["sum_fit_time_s"] > 0
+    assert len(list((out / "multirun").glob("*/summary.json"))) == 2
+    table = (out / "bench.md").read_text()
+    assert "| frozen | 1 | 42 | template |" in table
+    assert "Multirun of 2 two-epoch finetune jobs" in table
 
 
+@pytest.mark.slow
 def test_strategy_benchmark_reports_each_seed_of_a_multirun(image_folder, tmp_path):
     out = tmp_path / "strategies"
     result = subprocess.run(
@@ -49,3 +64,39 @@ def test_strategy_benchmark_reports_each_seed_of_a_multirun(image_folder, tmp_pa
     ]  # fmt: skip
     row = result.stdout.strip().splitlines()[-1]
     assert row.startswith("| mobilenet_v3_small | lp_ft |") and row.endswith("| 2 |")
+
+
+def test_gpu_check_times_the_loader_and_the_steps(fast_config):
+    cfg = fast_config("trainer.max_epochs=2", "data.batch_size=4",
+                      "+callbacks.step_timing._target_=src.bench.gpu_check.StepTiming")  # fmt: skip
+    train(cfg)
+    timing = json.loads((Path(cfg.paths.output_dir) / TIMING_FILE).read_text())
+    assert timing["steps"] == 2 * 3  # 12 training images in batches of 4
+    assert timing["wait_s"] > 0 and timing["step_s"] > 0
+    assert timing["loader_share"] == pytest.approx(
+        timing["wait_s"] / (timing["wait_s"] + timing["step_s"]), abs=1e-3
+    )
+    assert timing["peak_gpu_memory_bytes"] is None  # no GPU here
+
+
+def test_gpu_check_says_so_on_a_machine_without_a_gpu(image_folder, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(sys, "argv", ["gpu_check", "--data-dir", str(image_folder)])
+    with pytest.raises(SystemExit, match="No CUDA GPU on this machine"):
+        gpu_check.main()
+
+
+def test_loader_benchmark_compares_the_pipelines_at_each_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # the benchmark points it elsewhere
+    out = tmp_path / "loader.json"
+    argv = ["loader", "--sizes", "64", "600", "--images", "4", "--seconds", "0.05",
+            "--rounds", "1", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", argv)
+    loader.main()
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["width"], r["stage"]) for r in rows] == [
+        (64, "train"), (64, "val"), (600, "train"), (600, "val")
+    ]  # fmt: skip
+    for r in rows:
+        assert min(r["tutorial"], r["template"], r["template + jpeg_draft"]) > 0
+    assert "| 600 | val |" in capsys.readouterr().out

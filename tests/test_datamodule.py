@@ -1,8 +1,11 @@
 """The image-folder datamodule: sizes, class names, transforms and clear errors."""
 
+import os
+
 import pytest
 import torch
 
+from src.data.image_folder import default_num_workers
 from src.errors import UserError
 from tests.helpers.data import datamodule
 from tests.helpers.images import make_image_folder
@@ -140,3 +143,19 @@ def test_cache_larger_than_the_limit_is_skipped(image_folder, caplog):
     dm = datamodule(image_folder, cache_images=True, cache_max_gb=1e-9)
     assert not hasattr(dm.train_set, "images")
     assert "Not caching decoded images" in caplog.text
+
+
+def test_null_workers_feed_a_gpu_from_every_core_and_stay_out_of_the_way_on_a_cpu(
+    image_folder, monkeypatch
+):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert datamodule(image_folder, num_workers=None, cache_images=True).workers() == 0
+    assert datamodule(image_folder, num_workers=None, cache_images=False).workers() == 4
+    # A cache over cache_max_gb is skipped: the loader then decodes, and gets workers.
+    skipped = datamodule(image_folder, num_workers=None, cache_images=True, cache_max_gb=1e-9)
+    assert skipped.workers() == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert datamodule(image_folder, num_workers=None, cache_images=True).workers() == 16
+    assert default_num_workers(cached=True, processes_per_node=4) == 4  # DDP on 4 GPUs
+    assert datamodule(image_folder, num_workers=3).workers() == 3

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from src.inspection import figures
+from src.inspection import figures, run_figures
 from src.inspection.predictions import Predictions
-from src.inspection.run_figures import FIGURE_NAMES, write_run_figures
+from src.inspection.run_figures import FIGURE_NAMES, prediction_figures, write_run_figures
+from src.models.transfer import TransferLearningModel
 from src.runs.run_dir import read_metrics
 from src.train import train
 
@@ -28,12 +29,37 @@ def test_on_demand_figures_of_a_run(trained_run, tmp_path):
         assert_real_picture(path)
 
 
-@pytest.mark.slow
-def test_training_saves_the_figures_in_the_run_directory(fast_config):
-    cfg = fast_config("figures=true", "trainer.max_epochs=1")
-    train(cfg)
+def test_training_figures_show_the_best_checkpoints_final_validation(fast_config, monkeypatch):
+    """The figures reuse that validation's outputs (no second pass: loading the checkpoint
+    fails here) and show the validation images exactly as the network saw them."""
+    seen, drawn = [], {}
+    forward = TransferLearningModel.forward
+
+    def recording_forward(self, inputs):
+        if not self.training:
+            seen.extend(inputs.detach().clone())
+        return forward(self, inputs)
+
+    def recording_figures(predictions, dataset, *args, **kwargs):
+        drawn.update(predictions=predictions, dataset=dataset)
+        return prediction_figures(predictions, dataset, *args, **kwargs)
+
+    monkeypatch.setattr(TransferLearningModel, "forward", recording_forward)
+    monkeypatch.setattr(run_figures, "prediction_figures", recording_figures)
+    monkeypatch.setattr(run_figures, "load_model", None)  # a second pass would call it
+    cfg = fast_config("figures=true", "trainer.max_epochs=2")
+    summary = train(cfg)
+
     figures_dir = Path(cfg.paths.output_dir) / "figures"
     assert sorted(p.stem for p in figures_dir.glob("*.png")) == sorted(FIGURE_NAMES)
+    predictions, dataset = drawn["predictions"], drawn["dataset"]
+    assert predictions.precision == summary.precision
+    assert predictions.accuracy == pytest.approx(summary.best_ckpt_val_acc)
+    assert predictions.loss == pytest.approx(summary.best_ckpt_val_loss, rel=1e-4)
+    assert predictions.paths == [path for path, _ in dataset.samples]
+    final_validation = seen[-len(dataset) :]  # the last images through the network
+    for i in range(len(dataset)):
+        assert torch.equal(dataset[i][0], final_validation[i])
 
 
 def test_prediction_grid_marks_wrong_predictions_in_red():
@@ -46,7 +72,7 @@ def test_prediction_grid_marks_wrong_predictions_in_red():
         class_names=["ants", "bees"],
     )
     fig = figures.prediction_grid([torch.zeros(3, 8, 8)] * 3, predictions, [0, 1, 2])
-    titles = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes[:3]]
+    titles = [(text.get_text(), text.get_color()) for text in fig.axes[0].texts]
     assert titles[0] == ("pred ants 0.90\ntrue ants", figures.RIGHT)
     assert titles[2] == ("pred ants 0.70\ntrue bees", figures.WRONG)
     assert "1 wrong" in fig.get_suptitle()

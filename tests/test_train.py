@@ -117,6 +117,41 @@ def test_cached_features_match_the_frozen_backbone_on_images(fast_config):
     assert torch.allclose(model(features.tensors[0]), model(images), atol=1e-5)
 
 
+def test_a_frozen_backbone_sees_each_validation_image_once_with_the_same_metrics(
+    image_folder, tmp_path, monkeypatch
+):
+    """Frozen runs reuse the validation features of the first pass in every later epoch;
+    the per-epoch metrics are those of running the backbone on the images each epoch."""
+    from src.models.transfer import TransferLearningModel
+    from src.training import feature_cache
+    from tests.helpers.config import compose_train_config
+
+    backbone_inputs = []
+    features = TransferLearningModel.features
+
+    def counting_features(self, images):
+        backbone_inputs.append(len(images))
+        return features(self, images)
+
+    monkeypatch.setattr(TransferLearningModel, "features", counting_features)
+
+    def run(name: str) -> dict:
+        backbone_inputs.clear()
+        out = tmp_path / name
+        out.mkdir()
+        train(compose_train_config([*FAST, f"data.data_dir={image_folder}", "strategy=frozen",
+                                    f"paths.output_dir={out}", "trainer.max_epochs=3",
+                                    "trainer.deterministic=true", "figures=true"]))  # fmt: skip
+        return {key: epoch_rows(out, key) for key in ("train/loss", "val/loss", "val/acc")}
+
+    reused = run("reused")
+    assert sum(backbone_inputs) == 3 * 12 + 8  # 3 epochs of training images, val once
+    monkeypatch.setattr(feature_cache.CacheFeatures, "on_fit_start", lambda *args: None)
+    every_epoch = run("every_epoch")
+    assert sum(backbone_inputs) == 3 * 12 + 3 * 8 + 8  # and again for the best checkpoint
+    assert reused == every_epoch
+
+
 def test_cached_features_refuse_a_training_backbone(fast_config):
     from src.errors import UserError
 

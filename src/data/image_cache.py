@@ -4,9 +4,17 @@ The tutorial decodes each JPEG again in every epoch; on a 2-core machine that de
 competes with training for the same cores. Images are stored resized so that their shorter
 side is `size` (the validation resize, 256), so validation sees exactly the tutorial's
 pixels and training crops come from a 256-pixel image instead of the original.
+
+Decoded images also outlive the datamodule that asked for them: Hydra's basic launcher runs
+the jobs of a local multirun one after another in one process, and each job finds the
+images of the previous one here instead of decoding them again. An image is reused only
+while its file has the same size and modification time and the same `size`/`draft_size`
+are asked for, so a job gets the same tensors it would have decoded itself.
 """
 
+import logging
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -14,24 +22,36 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as F
 
+from src.data.images import load_rgb
+
+log = logging.getLogger(__name__)
+
+# (path, size, draft_size) -> ((file size, mtime), image), for the paths of the latest
+# three splits built (a run's train, val and test), so memory stays one run's cache.
+_kept: dict[tuple, tuple[tuple[int, int], torch.Tensor]] = {}
+_recent: deque[set[tuple]] = deque(maxlen=3)
+
 
 class DecodedImageCache(Dataset):
     """An ImageFolder whose images were decoded once; `transform` still runs per access.
 
-    Keeps `classes`, `class_to_idx`, `samples` and `targets` of the wrapped folder.
+    Keeps `classes`, `class_to_idx`, `samples` and `targets` of the wrapped folder. Images
+    are read with `load_rgb(path, draft_size)`: give the `draft_size` the folder's own
+    loader uses, so that cached and uncached reading give the same pixels.
     """
 
-    def __init__(self, folder: ImageFolder, size: int, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: ImageFolder,
+        size: int,
+        threads: int | None = None,
+        draft_size: int | None = None,
+    ) -> None:
         self.classes, self.class_to_idx = folder.classes, folder.class_to_idx
         self.samples, self.targets = folder.samples, folder.targets
         self.transform = folder.transform
-
-        def decode(path: str) -> torch.Tensor:
-            return F.pil_to_tensor(F.resize(folder.loader(path), size, antialias=True))
-
-        # PIL releases the GIL while decoding, so threads decode in parallel.
-        with ThreadPoolExecutor(threads or os.cpu_count()) as pool:
-            self.images = list(pool.map(decode, [path for path, _ in self.samples]))
+        paths = [path for path, _ in self.samples]
+        self.images = decoded_images(paths, size, draft_size, threads)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -45,6 +65,39 @@ class DecodedImageCache(Dataset):
     @property
     def nbytes(self) -> int:
         return sum(image.numel() for image in self.images)
+
+
+def decode(path: str, size: int, draft_size: int | None = None) -> torch.Tensor:
+    """One image as a (3, H, W) uint8 tensor whose shorter side is `size`."""
+    return F.pil_to_tensor(F.resize(load_rgb(path, draft_size), size, antialias=True))
+
+
+def decoded_images(
+    paths: list[str], size: int, draft_size: int | None, threads: int | None = None
+) -> list[torch.Tensor]:
+    """`decode` of every path, taking unchanged files from the images kept in this process."""
+    keys = [(path, size, draft_size) for path in paths]
+    stats = [file_stat(path) for path in paths]
+    todo = [key for key, stat in zip(keys, stats, strict=True) if _kept.get(key, [None])[0] != stat]
+    if len(todo) < len(keys):
+        log.info("%d decoded images reused from an earlier job", len(keys) - len(todo))
+    # PIL releases the GIL while decoding and resizing, so threads decode in parallel.
+    with ThreadPoolExecutor(threads or os.cpu_count()) as pool:
+        images = pool.map(lambda key: decode(*key), todo)
+        fresh = dict(zip(todo, images, strict=True))
+    for key, stat in zip(keys, stats, strict=True):
+        if key in fresh:
+            _kept[key] = (stat, fresh[key])
+    _recent.append(set(keys))
+    live = set().union(*_recent)
+    for key in [key for key in _kept if key not in live]:
+        del _kept[key]
+    return [_kept[key][1] for key in keys]
+
+
+def file_stat(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
 
 
 def estimated_cache_bytes(num_images: int, size: int) -> int:

@@ -33,8 +33,9 @@ class ImageFolderDataModule(LightningDataModule):
             or one folder of class folders, or the images `labels_csv` lists. Relative
             paths are taken from the directory the run was started in.
         batch_size: images per optimisation step (the tutorial uses 4).
-        num_workers: loader worker processes; `null` picks: none when images are cached and
-            there is no GPU, else one per CPU core, at most 4 (see `default_num_workers`).
+        num_workers: loader worker processes; `null` picks by machine: on GPU machines every
+            CPU core (shared among the GPUs of the node), on CPU-only ones none when images
+            are cached, else one per core, at most 4 (see `default_num_workers`).
         download: fetch `download_url` when `data_dir` does not exist.
         download_url: a zip holding one top-level folder with `train/` and `val/`.
         tree_sha256: checksum of the extracted folder (`src.data.download.tree_sha256`),
@@ -45,6 +46,9 @@ class ImageFolderDataModule(LightningDataModule):
         cache_images: decode every image once and keep it in memory (see
             `src.data.image_cache`); skipped with a warning above `cache_max_gb`.
         cache_max_gb: the largest decoded-image cache to build.
+        jpeg_draft: decode large JPEGs at a reduced scale that still covers `resize_size`
+            (see `src.data.images.load_rgb`); every command reading this run's images
+            (eval, predict, figures) then does the same.
         cache_features: for a frozen backbone only: switch off train augmentation, so the
             backbone's features can be computed once (by the `CacheFeatures` callback,
             `src.training.feature_cache`) and the epochs train the head alone.
@@ -86,6 +90,7 @@ class ImageFolderDataModule(LightningDataModule):
         fold: int | None = None,
         splits_file: str | Path | None = None,
         sampler: str | None = None,
+        jpeg_draft: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -96,7 +101,7 @@ class ImageFolderDataModule(LightningDataModule):
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.batch_size = batch_size
-        self.num_workers = default_num_workers(cache_images) if num_workers is None else num_workers
+        self.num_workers = num_workers  # None: chosen when the loaders are made
         self.download = download
         self.download_url = download_url
         self.tree_sha256 = tree_sha256
@@ -106,6 +111,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.cache_images = cache_images
         self.cache_max_gb = cache_max_gb
         self.cache_features = cache_features
+        self.draft_size = resize_size if jpeg_draft else None
         self.split_settings = SplitSettings(
             labels_csv, val_fraction, test_fraction, split_seed, num_folds, fold
         )
@@ -145,7 +151,7 @@ class ImageFolderDataModule(LightningDataModule):
         transforms = {"train": training, "val": evaluation, "test": evaluation}
         sets, checks = {}, []
         for split in self.splits.names():
-            sets[split], check = image_split(self.splits, split, transforms[split])
+            sets[split], check = image_split(self.splits, split, transforms[split], self.draft_size)
             checks.append(check)
         self.skipped_images = report_files(checks, self.skip_bad_images)
         if self.cache_images:
@@ -164,7 +170,7 @@ class ImageFolderDataModule(LightningDataModule):
                 self.cache_max_gb,
             )
             return folder
-        return DecodedImageCache(folder, size=self.resize_size)
+        return DecodedImageCache(folder, size=self.resize_size, draft_size=self.draft_size)
 
     @property
     def class_names(self) -> list[str]:
@@ -203,9 +209,11 @@ class ImageFolderDataModule(LightningDataModule):
             raise UserError(f"The dataset in {self.data_dir} has no test split to test on.")
         return self._loader(self.test_set, shuffle=False, sampler=unpadded_shard(self.test_set))
 
-    def use_features(self, train: Dataset, val: Dataset) -> None:
-        """Serve these (backbone features, label) datasets instead of the images from now on."""
-        self.features = {"train": train, "val": val}
+    def use_features(self, train: Dataset | None = None, val: Dataset | None = None) -> None:
+        """Serve these (backbone features, label) datasets instead of the images from now on
+        (`None`: keep serving that split's images)."""
+        given = {"train": train, "val": val}
+        self.features = {split: data for split, data in given.items() if data is not None}
 
     def use_images(self) -> None:
         """Serve the images again (the backbone trains now), with the train augmentation
@@ -216,7 +224,7 @@ class ImageFolderDataModule(LightningDataModule):
 
     def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
         # Features are tensors already in memory: worker processes would only add cost.
-        num_workers = self.num_workers if workers else 0
+        num_workers = self.workers() if workers else 0
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -227,6 +235,16 @@ class ImageFolderDataModule(LightningDataModule):
             persistent_workers=num_workers > 0,
             multiprocessing_context=platform_start_method() if num_workers > 0 else None,
         )
+
+    def workers(self) -> int:
+        """`num_workers`, or the machine's choice for `null`, made when the loaders are: by
+        then it is known whether the images were cached (not above `cache_max_gb`) and, from
+        the Trainer, how many training processes share the node's cores."""
+        if self.num_workers is not None:
+            return self.num_workers
+        cached = isinstance(self.train_set, DecodedImageCache)
+        processes = self.trainer.num_devices if self.trainer is not None else 1
+        return default_num_workers(cached, processes)
 
 
 def unpadded_shard(dataset):
@@ -248,18 +266,21 @@ def platform_start_method() -> str:
     return multiprocessing.get_all_start_methods()[0]
 
 
-def default_num_workers(cache_images: bool) -> int:
+def default_num_workers(cached: bool, processes_per_node: int = 1) -> int:
     """Loader processes for `data.num_workers=null`.
 
-    Cropping and flipping an already-decoded image takes under a millisecond, so with
-    `cache_images` on a CPU-only machine the main process keeps up alone, and worker
-    processes would only take cycles from training on the same cores (measured: 7.7 s
-    against 8.6 s per finetune epoch on 2 cores). Otherwise: one per core, at most 4.
+    With a GPU, the CPU's only job is to feed it: every core of the node runs a loader
+    worker, shared among the node's training processes (each worker keeps two batches in
+    flight, PyTorch's default prefetch, so a 16-core machine has 32 batches queued).
+    Without one, cropping and flipping an already-decoded image takes under a millisecond,
+    so with `cached` images the main process keeps up alone, and worker processes would only
+    take cycles from training on the same cores (measured: 7.7 s against 8.6 s per finetune
+    epoch on 2 cores). Otherwise: one per core, at most 4.
     """
-    if cache_images and not torch.cuda.is_available():
-        return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no sched_getaffinity
         cores = os.cpu_count() or 1
-    return min(cores, 4)
+    if torch.cuda.is_available():
+        return max(1, cores // max(1, processes_per_node))
+    return 0 if cached else min(cores, 4)

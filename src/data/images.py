@@ -14,14 +14,23 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 IMAGE_EXTENSIONS = IMG_EXTENSIONS
 
 
-def load_rgb(path: str | Path) -> Image.Image:
+def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
     """Open any image Pillow reads as 8-bit RGB.
 
     Unlike a bare `convert("RGB")`, 16-bit greyscale is scaled down instead of clipped to
     white, and palette images with a transparent colour go through RGBA without a warning.
     CMYK, greyscale, RGBA and 8-bit palette images are converted as Pillow does.
+
+    `draft_size` (`data.jpeg_draft`: the run's `resize_size`): a JPEG at least twice that
+    size on both sides is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's
+    draft mode), the smallest that keeps both sides at least `draft_size`. A 4000x3000
+    photo then decodes 64x fewer pixels; the pixels differ slightly from a full decode
+    followed by a resize, so every command must read with the same `draft_size`. Other
+    formats and smaller JPEGs are read in full either way.
     """
     with Image.open(path) as img:
+        if draft_size:
+            img.draft(img.mode, (draft_size, draft_size))  # a no-op for other formats
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I"):
             # 16-bit samples: keep the top byte (an "I" image from a 16-bit PNG holds the same).

@@ -13,6 +13,7 @@ import csv
 import io
 from collections import Counter
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -242,15 +243,18 @@ class LabelledImages(Dataset):
 
     Offers torchvision's ImageFolder interface (`root`, `classes`, `class_to_idx`,
     `samples`, `targets`, `loader`, `transform`) over any list of files, ordered as
-    ImageFolder orders them: by class, then path.
+    ImageFolder orders them: by class, then path. `draft_size` is passed to `load_rgb`
+    (`data.jpeg_draft`).
     """
 
-    def __init__(self, root: Path, samples, classes: list[str], transform=None) -> None:
+    def __init__(
+        self, root: Path, samples, classes: list[str], transform=None, draft_size=None
+    ) -> None:
         self.root, self.classes, self.transform = root, list(classes), transform
         self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
         self.samples = sorted(samples, key=lambda s: (s[1], s[0]))
         self.targets = [target for _, target in self.samples]
-        self.loader = load_rgb
+        self.loader = partial(load_rgb, draft_size=draft_size) if draft_size else load_rgb
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -263,11 +267,14 @@ class LabelledImages(Dataset):
         return image, target
 
 
-def image_split(splits: Splits, split: str, transform) -> tuple[LabelledImages, SplitCheck]:
+def image_split(
+    splits: Splits, split: str, transform, draft_size: int | None = None
+) -> tuple[LabelledImages, SplitCheck]:
     """The decodable images of `split` as a dataset, and what decoding them found.
 
     Images that cannot be decoded are left out of the dataset; `report_files` (in
     `src.data.validation`) decides whether that stops the run or only skips them.
+    `draft_size` is passed to `load_rgb` (`data.jpeg_draft`).
     """
     if split not in splits.names():
         raise UserError(
@@ -279,7 +286,8 @@ def image_split(splits: Splits, split: str, transform) -> tuple[LabelledImages, 
     check = check_files(list(paths))
     index = {name: i for i, name in enumerate(splits.class_names)}
     samples = [(path, index[label]) for path, label in paths.items() if path in check.usable]
-    return LabelledImages(splits.data_dir, samples, splits.class_names, transform), check
+    dataset = LabelledImages(splits.data_dir, samples, splits.class_names, transform, draft_size)
+    return dataset, check
 
 
 def require_classes(dataset: LabelledImages, class_names: list[str], trained_on: str) -> None:

@@ -29,6 +29,10 @@ LAYOUT = (
     "(data.labels_csv)"
 )
 
+# This process's verdicts, on top of the cache file: the jobs of a local multirun check
+# each image once even where the cache file cannot be written.
+_checked: dict[str, dict] = {}
+
 
 @dataclass
 class ClassFolders:
@@ -153,11 +157,12 @@ def check_images(paths: list[Path]) -> dict[str, str | None]:
     except (OSError, ValueError):
         cache = {}
     keys = {str(p): file_key(p) for p in paths}
+    cache.update({path: _checked[path] for path in keys if path in _checked})
     todo = [path for path, key in keys.items() if cache.get(path, {}).get("key") != key]
     if todo:
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             for path, problem in zip(todo, pool.map(check_image, todo), strict=True):
-                cache[path] = {"key": keys[path], "problem": problem}
+                cache[path] = _checked[path] = {"key": keys[path], "problem": problem}
         try:
             write_text_atomic(cache_file, json.dumps({path: cache[path] for path in keys}))
         except OSError as err:  # a read-only home directory only costs the next run time

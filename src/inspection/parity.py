@@ -48,13 +48,13 @@ class Parity:
         )
 
 
-def user_images(files: list[Path], image_size: int, resize_size: int) -> torch.Tensor:
+def user_images(files: list[Path], image_size: int, resize_size: int, draft_size=None):
     """The readable images among `files`, through the validation transform."""
     transform = val_transform(image_size, resize_size)
     tensors, unreadable = [], []
     for path in files:
         try:
-            tensors.append(transform(load_rgb(path)))
+            tensors.append(transform(load_rgb(path, draft_size)))
         except (OSError, SyntaxError, ValueError):  # PIL's UnidentifiedImageError too
             unreadable.append(str(path))
     if unreadable:
@@ -64,10 +64,11 @@ def user_images(files: list[Path], image_size: int, resize_size: int) -> torch.T
     return torch.stack(tensors)
 
 
-def run_val_images(run, class_names, n: int, image_size: int, resize_size: int):
+def run_val_images(run, class_names, n: int, image_size: int, resize_size: int, draft_size=None):
     """`n` images of the run's validation split (a fixed sample over every class), checked
     and read as training reads them."""
-    dataset = val_images(run.splits(wanted=("val",)), class_names, image_size, resize_size)
+    splits = run.splits(wanted=("val",))
+    dataset = val_images(splits, class_names, image_size, resize_size, draft_size=draft_size)
     return torch.stack([dataset[i][0] for i in sample(len(dataset), n)])
 
 

@@ -1,15 +1,19 @@
 """Run a trained checkpoint over images: the numbers behind `src.eval`, `src.predict`,
 the figures and the notebooks.
 
-Everything here runs in full precision on the CPU unless given another device, so a
-bf16-trained run can differ from its logged val/loss in the third decimal.
+`predict_dataset` runs in full precision on the CPU unless given another device, so a
+bf16-trained run can differ from its logged val/loss in the third decimal. The figures that
+`src.train` saves come instead from `KeepValidationOutputs`: the outputs of the best
+checkpoint's own final validation, in the run's precision, without a second pass.
 """
 
 from dataclasses import dataclass
 
 import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from src.data.splits import Splits, image_split, require_classes
 from src.data.transforms import train_transform, val_transform
@@ -25,6 +29,20 @@ class Predictions:
     probs: torch.Tensor  # (N, C) softmax probabilities
     losses: torch.Tensor  # (N,) cross-entropy of each image
     class_names: list[str]
+    precision: str = "32-true"  # the Lightning precision the outputs were computed in
+
+    @classmethod
+    def from_logits(cls, paths, logits, labels, class_names, precision="32-true"):
+        """Softmax probabilities and per-image cross-entropy, in fp32, of the model's logits."""
+        logits = logits.float()
+        return cls(
+            paths=list(paths),
+            labels=labels,
+            probs=logits.softmax(dim=1),
+            losses=F.cross_entropy(logits, labels, reduction="none"),
+            class_names=list(class_names),
+            precision=precision,
+        )
 
     @property
     def preds(self) -> torch.Tensor:
@@ -54,42 +72,87 @@ class Predictions:
 
 
 def labelled_images(
-    splits: Splits, split: str, class_names: list[str], transform, skip_bad_images: bool = False
+    splits: Splits,
+    split: str,
+    class_names: list[str],
+    transform,
+    skip_bad_images: bool = False,
+    draft_size: int | None = None,
 ):
     """One split through the same checks and image reader as training, holding the
     checkpoint's classes. Returns the dataset and the images skipped as undecodable."""
-    dataset, check = image_split(splits, split, transform)
+    dataset, check = image_split(splits, split, transform, draft_size)
     skipped = report_files([check], skip_bad_images)
     require_classes(dataset, class_names, "the checkpoint")
     return dataset, skipped
 
 
-def val_images(splits, class_names, image_size=224, resize_size=256, skip_bad_images=True):
+def val_images(
+    splits, class_names, image_size=224, resize_size=256, skip_bad_images=True, draft_size=None
+):
     """The validation split with the validation transform (resize + centre crop)."""
     transform = val_transform(image_size, resize_size)
-    return labelled_images(splits, "val", class_names, transform, skip_bad_images)[0]
+    return labelled_images(splits, "val", class_names, transform, skip_bad_images, draft_size)[0]
 
 
-def train_images(splits, class_names, image_size=224, skip_bad_images=True):
+def train_images(splits, class_names, image_size=224, skip_bad_images=True, draft_size=None):
     """The training split with the training augmentation (random crop + flip)."""
     transform = train_transform(image_size)
-    return labelled_images(splits, "train", class_names, transform, skip_bad_images)[0]
+    return labelled_images(splits, "train", class_names, transform, skip_bad_images, draft_size)[0]
 
 
 @torch.inference_mode()
 def predict_dataset(model, dataset, batch_size: int = 32) -> Predictions:
     """Probabilities and per-image losses of `model` over every image of `dataset`."""
     device = next(model.parameters()).device
-    probs, labels, losses = [], [], []
+    logits, labels = [], []
     for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        logits = model(images.to(device)).float().cpu()
-        probs.append(logits.softmax(dim=1))
-        losses.append(F.cross_entropy(logits, targets, reduction="none"))
+        logits.append(model(images.to(device)).float().cpu())
         labels.append(targets)
-    return Predictions(
-        paths=[path for path, _ in dataset.samples],
-        labels=torch.cat(labels),
-        probs=torch.cat(probs),
-        losses=torch.cat(losses),
-        class_names=list(model.hparams.class_names),
+    return Predictions.from_logits(
+        [path for path, _ in dataset.samples],
+        torch.cat(logits),
+        torch.cat(labels),
+        model.hparams.class_names,
     )
+
+
+class KeepValidationOutputs(Callback):
+    """Keeps the logits of `trainer.validate` (not of the validations inside `fit`).
+
+    `src.train` validates the best checkpoint once after fitting; the figures reuse those
+    outputs instead of loading the checkpoint again and running a second, fp32 pass. They
+    are in the run's precision (bf16-mixed on most GPUs and recent CPUs), exactly what
+    `best_ckpt_val_acc` and `best_ckpt_val_loss` in summary.json were computed from.
+    """
+
+    def __init__(self) -> None:
+        self.logits: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.precision = "32-true"
+        self.world_size = 1
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.logits, self.labels = [], []
+        self.precision, self.world_size = str(trainer.precision), trainer.world_size
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *_) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING and not trainer.sanity_checking:
+            self.logits.append(outputs.detach().float().cpu())
+            self.labels.append(batch[1].cpu())
+
+    def predictions(self, dataset, class_names) -> tuple[Predictions, object] | None:
+        """The kept outputs as `Predictions` over the images of `dataset` they belong to.
+
+        The validation loader runs through `dataset` in order, so the kept outputs belong to
+        its first images (all of them, unless `trainer.limit_val_batches` cut validation
+        short: then the figures show only the images validated). None when nothing was kept
+        or under DDP, where this process saw only its share of the images.
+        """
+        if not self.logits or self.world_size > 1:
+            return None
+        labels = torch.cat(self.labels)
+        shown = dataset if len(labels) == len(dataset) else Subset(dataset, range(len(labels)))
+        paths = [path for path, _ in dataset.samples[: len(labels)]]
+        logits = torch.cat(self.logits)
+        return Predictions.from_logits(paths, logits, labels, class_names, self.precision), shown

@@ -2,7 +2,11 @@
 of a run (`figures=true`) and what `notebooks/inspect_run.ipynb` shows.
 
 Prediction figures come from the run's best checkpoint on the validation split of the run's
-`splits.csv`, with the image sizes of the run's config; `data_dir` replaces the run's data
+`splits.csv`. At the end of training, `src.train` hands over the outputs of that
+checkpoint's final validation and its datasets (the images exactly as the network saw
+them), so nothing is decoded or predicted twice. On demand, the checkpoint is loaded and
+run over the validation images (in fp32) with the image sizes of the run's config;
+`data_dir` replaces the run's data
 folder if it moved.
 """
 
@@ -14,7 +18,7 @@ import torch
 from src.inspection import figures
 from src.inspection.predictions import Predictions, predict_dataset, train_images, val_images
 from src.models.checkpoint import load_model
-from src.runs.run_dir import Run, image_sizes
+from src.runs.run_dir import Run, draft_size, image_sizes
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,9 @@ def val_predictions(run: Run, data_dir=None, ckpt_path=None) -> tuple[Prediction
     """The best checkpoint's predictions over the validation images, and those images."""
     model = load_model(ckpt_path or run.best_ckpt)
     splits = run.splits(data_dir, wanted=("val",))
-    dataset = val_images(splits, model.hparams.class_names, *image_sizes(run))
+    image_size, resize_size = image_sizes(run)
+    draft = draft_size(run, resize_size)
+    dataset = val_images(splits, model.hparams.class_names, image_size, resize_size, True, draft)
     return predict_dataset(model, dataset), dataset
 
 
@@ -41,10 +47,17 @@ def sample(count: int, n: int, seed: int = 0) -> list[int]:
     return sorted(torch.randperm(count, generator=generator)[:n].tolist())
 
 
-def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0):
-    """`n` training images through the training augmentation, with their labels."""
-    splits = run.splits(data_dir, wanted=("train",))
-    dataset = train_images(splits, run.class_names or [], image_sizes(run)[0])
+def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0, dataset=None):
+    """`n` training images through the training augmentation, with their labels.
+
+    `dataset`: the training set a run used (decoded-image cache and all); default: the
+    training split of the run's `splits.csv`, with the training augmentation.
+    """
+    if dataset is None:
+        splits = run.splits(data_dir, wanted=("train",))
+        image_size, resize_size = image_sizes(run)
+        draft = draft_size(run, resize_size)
+        dataset = train_images(splits, run.class_names or [], image_size, True, draft)
     with torch.random.fork_rng():  # the random crops and flips, without touching global state
         torch.manual_seed(seed)
         items = [dataset[i] for i in sample(len(dataset), n, seed)]
@@ -57,7 +70,10 @@ def prediction_figures(predictions: Predictions, dataset, n: int = 16, seed: int
     """Prediction grid, confusion matrix and top losses of one set of predictions."""
     shown = sample(len(dataset), n, seed)
     worst = predictions.losses.argsort(descending=True)[: min(8, len(dataset))].tolist()
-    title = f"Confusion matrix, val ({len(dataset)} images, accuracy {predictions.accuracy:.3f})"
+    title = (
+        f"Confusion matrix, val ({len(dataset)} images)\n"
+        f"accuracy {predictions.accuracy:.3f}, computed in {predictions.precision}"
+    )
     return {
         "val_predictions": figures.prediction_grid(
             [dataset[i][0] for i in shown], predictions, shown
@@ -69,9 +85,14 @@ def prediction_figures(predictions: Predictions, dataset, n: int = 16, seed: int
     }
 
 
-def run_figures(run_dir: str | Path, data_dir=None) -> dict:
+def run_figures(run_dir: str | Path, data_dir=None, validation=None, train_set=None) -> dict:
     """All five figures of a run that its files allow: without metrics.csv there are no
-    curves, without a best checkpoint no prediction figures (a log line says so)."""
+    curves, without a best checkpoint no prediction figures (a log line says so).
+
+    `validation`: (Predictions, dataset) of the best checkpoint, as
+    `KeepValidationOutputs.predictions` returns them; `train_set`: the run's training set.
+    Without them the figures are made from the files (see the module docstring).
+    """
     run = Run(run_dir)
     made = {}
     if (run.path / "csv" / "metrics.csv").is_file():
@@ -79,21 +100,26 @@ def run_figures(run_dir: str | Path, data_dir=None) -> dict:
         made["learning_curves"] = figures.learning_curves(run.metrics(), best_epoch)
     else:
         log.info("No csv/metrics.csv in %s: no learning curves.", run.path)
-    made["augmented_batch"] = augmented_batch(run, data_dir)
+    made["augmented_batch"] = augmented_batch(run, data_dir, dataset=train_set)
     best_ckpt = run.summary.best_ckpt_path(run.path) if run.summary else None
-    if best_ckpt is not None and best_ckpt.is_file():
+    if validation is not None:
+        made.update(prediction_figures(*validation))
+    elif best_ckpt is not None and best_ckpt.is_file():
         made.update(prediction_figures(*val_predictions(run, data_dir, best_ckpt)))
     else:
         log.info("No best checkpoint in %s: no prediction figures.", run.path)
     return {name: made[name] for name in FIGURE_NAMES if name in made}
 
 
-def write_run_figures(run_dir, data_dir=None, out_dir=None, dpi: int = 100) -> list[Path]:
+def write_run_figures(
+    run_dir, data_dir=None, out_dir=None, dpi: int = 100, validation=None, train_set=None
+) -> list[Path]:
     """Save the run's figures as `<out_dir>/<name>.png` (default `<run_dir>/figures/`)."""
     out = Path(out_dir or Path(run_dir) / "figures")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fig in run_figures(run_dir, data_dir).items():
+    for name, fig in run_figures(run_dir, data_dir, validation, train_set).items():
         paths.append(out / f"{name}.png")
-        fig.savefig(paths[-1], dpi=dpi)
+        # zlib's fastest level: a third faster to write, files about 15% larger.
+        fig.savefig(paths[-1], dpi=dpi, pil_kwargs={"compress_level": 1})
     return paths

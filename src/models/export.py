@@ -29,26 +29,32 @@ class Probabilities(nn.Module):
         return self.model(images).float().softmax(dim=1)
 
 
-def preprocessing(image_size: int, resize_size: int) -> dict:
-    """What `src.data.transforms.val_transform` does to an image, for users of the file."""
+def preprocessing(image_size: int, resize_size: int, jpeg_draft: bool = False) -> dict:
+    """What `src.data.transforms.val_transform` does to an image, for users of the file
+    (`jpeg_draft`: the run read JPEGs in Pillow's draft mode, see `src.data.images`)."""
     return {
         "resize_size": resize_size,
         "image_size": image_size,
+        "jpeg_draft": jpeg_draft,
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "steps": (
-            "RGB image; resize the shorter side to resize_size (bilinear, antialiased); "
+            "RGB image (with jpeg_draft, JPEGs decoded at the smallest 1/2, 1/4 or 1/8 "
+            "scale whose sides stay at least resize_size); resize the shorter side to "
+            "resize_size (bilinear, antialiased); "
             "centre crop image_size x image_size; scale to [0, 1]; subtract mean and divide "
             "by std per channel; layout (N, 3, H, W) float32"
         ),
     }
 
 
-def metadata(class_names: list[str], image_size: int, resize_size: int) -> dict[str, str]:
+def metadata(
+    class_names: list[str], image_size: int, resize_size: int, jpeg_draft: bool = False
+) -> dict[str, str]:
     """The JSON strings stored with the model (ONNX metadata, TorchScript extra files)."""
     return {
         "class_names": json.dumps(list(class_names)),
-        "preprocessing": json.dumps(preprocessing(image_size, resize_size)),
+        "preprocessing": json.dumps(preprocessing(image_size, resize_size, jpeg_draft)),
     }
 
 

@@ -162,8 +162,10 @@ class TransferLearningModel(LightningModule):
         self.train_loss.reset()
         self.train_acc.reset()
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self.update_metrics(batch, self.val_loss, self.val_metrics)
+    def validation_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Update the validation metrics; the logits are returned for callbacks (the figures
+        reuse those of the best checkpoint's final validation)."""
+        return self.update_metrics(batch, self.val_loss, self.val_metrics)
 
     def on_validation_epoch_end(self) -> None:
         """Log the metrics over the whole validation split, and the best so far of val/acc and
@@ -193,13 +195,14 @@ class TransferLearningModel(LightningModule):
         over the whole test split (`src.train` tests the best checkpoint once, after training)."""
         self.log_metrics("test", self.test_loss, self.test_metrics)
 
-    def update_metrics(self, batch, loss: MeanMetric, metrics: MetricCollection) -> None:
-        """Add a batch to a split's loss and metrics (validation and test alike). The loss is
-        the plain cross-entropy, without class weights."""
+    def update_metrics(self, batch, loss: MeanMetric, metrics: MetricCollection) -> torch.Tensor:
+        """Add a batch to a split's loss and metrics (validation and test alike); return the
+        batch's logits. The loss is the plain cross-entropy, without class weights."""
         images, labels = batch
         logits = self(images)
         loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
         metrics.update(logits, labels)
+        return logits.detach()
 
     def log_metrics(self, stage: str, loss: MeanMetric, metrics: MetricCollection) -> dict:
         """Log `stage`/loss and the split's metrics over the whole split, reset them, return

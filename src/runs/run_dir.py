@@ -236,3 +236,11 @@ def image_sizes(run: Run | None, image_size=None, resize_size=None) -> tuple[int
     config.yaml, else the tutorial's 224 / 256."""
     data = run.config.get("data", {}) if run else {}
     return image_size or data.get("image_size", 224), resize_size or data.get("resize_size", 256)
+
+
+def draft_size(run: Run | None, resize_size: int, jpeg_draft: bool | None = None) -> int | None:
+    """The `draft_size` for `load_rgb` that reads images as the run did: `resize_size` when
+    `jpeg_draft` (None: the run's data.jpeg_draft, false without a run) is true."""
+    if jpeg_draft is None:
+        jpeg_draft = bool(run.config.get("data", {}).get("jpeg_draft")) if run else False
+    return resize_size if jpeg_draft else None

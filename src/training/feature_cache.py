@@ -21,9 +21,18 @@ from src.training.seeding import next_epoch
 
 class CacheFeatures(Callback):
     """At the start of fitting, replace the datamodule's images by the backbone's features,
-    for as long as the backbone stays frozen."""
+    for as long as the backbone stays frozen.
 
-    def __init__(self) -> None:
+    `train=False` (what `src.train` uses for `strategy=frozen` without `data.cache_features`)
+    caches the validation images only, whose transform is fixed anyway, so training keeps
+    its augmentation and every number stays what running the backbone in each epoch gives:
+    the features are computed in the validation loader's batch size and precision, without
+    drawing from the run's random numbers. Skipped when `trainer.limit_val_batches` cuts
+    validation short (a smoke run would pay for a whole pass it never makes).
+    """
+
+    def __init__(self, train: bool = True) -> None:
+        self.train = train
         self.first_epoch = 0  # the epoch this fit starts at (a resumed run's next epoch)
         self.until: int | None = None  # the first epoch that trains the backbone
         self.saved_reload: int | None = None
@@ -41,12 +50,32 @@ class CacheFeatures(Callback):
             return
         context = trainer.precision_plugin.forward_context
         device, training = pl_module.device, pl_module.training
+        if not self.train:
+            self.cache_validation(trainer, pl_module)
+            return
         pl_module.eval()
         datamodule.use_features(
             train=extract_features(pl_module.features, datamodule.train_set, device, context),
             val=extract_features(pl_module.features, datamodule.val_set, device, context),
         )
         pl_module.train(training)
+
+    def cache_validation(self, trainer, pl_module) -> None:
+        limit = trainer.limit_val_batches
+        if not (isinstance(limit, float) and limit == 1.0):
+            return
+        datamodule, training = trainer.datamodule, pl_module.training
+        pl_module.eval()
+        with torch.random.fork_rng(devices=[]):  # a loader's start draws a random seed
+            val = extract_features(
+                pl_module.features,
+                datamodule.val_set,
+                pl_module.device,
+                trainer.precision_plugin.forward_context,
+                datamodule.batch_size,
+            )
+        pl_module.train(training)
+        datamodule.use_features(val=val)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.until is not None and trainer.current_epoch + 1 == self.until:

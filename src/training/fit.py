@@ -56,7 +56,8 @@ def best_checkpoint_results(
     if monitor == "val/acc":  # also known when a resumed run had no epoch left to log it
         results["best_val_acc"] = results["monitor_best"]
     last_ckpt = checkpoint.last_model_path or None
-    saved = torch.load(best_ckpt, map_location="cpu", weights_only=True)
+    # Only the epoch is read: mmap leaves the weights on disk (validate loads them below).
+    saved = torch.load(best_ckpt, map_location="cpu", weights_only=True, mmap=True)
     results.update(best_epoch=saved["epoch"], best_ckpt=best_ckpt, last_ckpt=last_ckpt)
     if not revalidate:
         return results

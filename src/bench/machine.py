@@ -1,0 +1,28 @@
+"""What a benchmark ran on, in words: the CPU model, its cores, the GPU, the library versions."""
+
+import os
+import platform
+
+import torch
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe() -> str:
+    """One line, e.g. "AMD EPYC, 2 cores, no GPU; torch 2.14.1"."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{cpu_name()}, {cores} cores, {gpu}; torch {torch.__version__}"
