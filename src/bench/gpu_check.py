@@ -59,8 +59,8 @@ class StepTiming(Callback):
         cuda = torch.cuda.is_available()
         timing = {
             "steps": self.steps,
-            "wait_s": round(self.wait_s, 3),
-            "step_s": round(self.step_s, 3),
+            "wait_s": round(self.wait_s, 6),
+            "step_s": round(self.step_s, 6),
             "loader_share": round(self.wait_s / max(1e-9, self.wait_s + self.step_s), 4),
             "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if cuda else None,
         }
