@@ -217,9 +217,12 @@ class SqueueWatcher(SlurmInfoWatcher):
     not delayed: submitit looks for the result file before it asks the watcher.
     """
 
-    INCOMPLETE = {"READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING",
-                  "PREEMPTED", "CONFIGURING", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING",
-                  "SUSPENDED", "SIGNALING", "STAGE_OUT"}  # fmt: skip
+    # States from which SLURM still runs the job (submitit's own list, and the rest).
+    INCOMPLETE = frozenset({
+        "READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED",
+        "CONFIGURING", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "SIGNALING",
+        "STAGE_OUT",
+    })  # fmt: skip
 
     def __init__(self, delay_s: int, settle_s: float = 10.0) -> None:
         super().__init__(delay_s=delay_s)
