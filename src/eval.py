@@ -80,7 +80,8 @@ def evaluate(
     transform = val_transform(image_size, resize_size)
     dataset, skipped = labelled_images(splits, split, names, transform, skip_bad_images, draft)
     predictions = predict_dataset(model, dataset, batch_size)
-    counts = predictions.confusion_matrix().sum(dim=1).tolist()
+    confusion = predictions.confusion_matrix()
+    counts = confusion.sum(dim=1).tolist()
     # The definitions training logs (src.models.metrics), on these predictions.
     metrics = split_metrics(split, names)
     metrics.update(predictions.probs, predictions.labels)
@@ -99,7 +100,7 @@ def evaluate(
         "balanced_acc": computed["balanced_acc"],
         "per_class_acc": predictions.per_class_accuracy(),
         "per_class_count": dict(zip(names, counts, strict=True)),
-        "confusion_matrix": predictions.confusion_matrix().tolist(),
+        "confusion_matrix": confusion.tolist(),
         "image_size": image_size,
         "resize_size": resize_size,
         "jpeg_draft": draft is not None,
