@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from src.runs.slurm import SqueueWatcher, request_problem
 from tests.helpers.cli import run_cli
 from tests.helpers.config import CONF_DIR, FAST, ROOT
+from tests.helpers.hold import hold_overrides
 from tests.helpers.images import make_image_folder
 from tests.helpers.slurm import job_after_first_epoch, job_state, sweep_job_ids, wait_for
 
@@ -71,12 +73,15 @@ def sweep_dir(tmp_path):
 
 
 @pytest.fixture
-def long_epochs(tmp_path) -> Path:
-    # 20 training images in batches of 4: epochs long enough to signal a job within one.
-    return make_image_folder(tmp_path / "data20", train_per_class=10)
+def release(tmp_path) -> Path:
+    """The file that lets a run held by `HoldSecondEpoch` go on (the test creates it)."""
+    return tmp_path / "release"
 
 
-RECIPE = ["strategy=frozen", "trainer.max_epochs=3", "trainer.deterministic=true"]
+# Three epochs, held at the start of the second one until the job is signalled.
+def recipe(release: Path) -> list[str]:
+    return ["strategy=frozen", "trainer.max_epochs=3", "trainer.deterministic=true",
+            *hold_overrides(release)]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -138,12 +143,13 @@ def test_two_slurm_tasks_train_one_ddp_run_that_single_process_eval_confirms(
 
 @pytest.mark.slow
 def test_scancel_term_stops_the_job_after_a_batch_and_the_sweep_resumes_it(
-    slurm_partition, long_epochs, sweep_dir
+    slurm_partition, image_folder, sweep_dir, release
 ):
-    process = start_sweep(*slurm_args(slurm_partition, sweep_dir, long_epochs, *RECIPE))
+    process = start_sweep(*slurm_args(slurm_partition, sweep_dir, image_folder, *recipe(release)))
     job_id = job_after_first_epoch(sweep_dir, process)
     subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
     stderr = process.communicate(timeout=900)[1]
+    release.touch()
     assert process.returncode != 0
     job_dir = sweep_dir / "0"
     stopped = summary(job_dir)
@@ -165,16 +171,21 @@ def test_scancel_term_stops_the_job_after_a_batch_and_the_sweep_resumes_it(
 
 @pytest.mark.slow
 def test_time_limit_warning_requeues_the_job_which_continues_from_last_ckpt(
-    slurm_partition, long_epochs, sweep_dir
+    slurm_partition, image_folder, sweep_dir, release
 ):
     process = start_sweep(*slurm_args(
-        slurm_partition, sweep_dir, long_epochs, *RECIPE, "hydra.launcher.max_num_timeout=1"
+        slurm_partition, sweep_dir, image_folder, *recipe(release),
+        "hydra.launcher.max_num_timeout=1",
     ))  # fmt: skip
     job_id = job_after_first_epoch(sweep_dir, process)
     # What SLURM sends signal_delay_s before the time limit.
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     wait_for(lambda: job_state(job_id) == "PENDING", "the requeued job", process)
-    # SLURM holds a requeued job for two minutes; let it start now.
+    release.touch()
+    # SLURM holds a requeued job for two minutes; let it start sooner, but not within the
+    # second its first run was killed in: slurmd refuses a job credential issued in the same
+    # second as the revoked one ("Job credential revoked") and SLURM fails the job (CI saw it).
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], check=True)
     stderr = process.communicate(timeout=900)[1]
     assert process.returncode == 0, stderr[-3000:]
@@ -257,7 +268,7 @@ def test_a_gpu_job_on_a_cpu_partition_is_refused_with_the_reason():
 
 
 def test_squeue_watcher_counts_a_job_squeue_forgot_as_ended():
-    watcher = SqueueWatcher(delay_s=60, settle_s=0)
+    watcher = SqueueWatcher(delay_s=60)
     for job_id in ("7_0", "7_1", "8"):
         watcher.register_job(job_id)
     info = watcher.read_info("7_0|RUNNING|vm\n7_1|PENDING|\n")
@@ -268,13 +279,11 @@ def test_squeue_watcher_counts_a_job_squeue_forgot_as_ended():
     }
 
 
-def test_squeue_watcher_waits_before_it_believes_an_ended_state():
-    # A requeued job can show FAILED for a moment on its way back to PENDING (CI saw it).
-    watcher = SqueueWatcher(delay_s=60, settle_s=3600)
-    watcher.register_job("9")
-    assert watcher.read_info("9|FAILED|vm\n")["9"]["State"] == "COMPLETING"
-    assert watcher.read_info("9|PENDING|\n")["9"]["State"] == "PENDING"
-    # Once an ended state has lasted settle_s, it is the job's state.
-    settled = SqueueWatcher(delay_s=60, settle_s=0)
-    settled.register_job("9")
-    assert settled.read_info("9|FAILED|vm\n")["9"]["State"] == "FAILED"
+def test_squeue_watcher_waits_on_every_state_slurm_still_runs_a_job_from():
+    watcher = SqueueWatcher(delay_s=60)
+    squeue = "1|CONFIGURING|vm\n2|SUSPENDED|vm\n3|REQUEUE_HOLD|\n4|FAILED|vm\n5|COMPLETED|vm\n"
+    for job_id in "12345":
+        watcher.register_job(job_id)
+    watcher._info_dict.update(watcher.read_info(squeue))
+    done = {job_id: watcher.is_done(job_id, mode="cache") for job_id in "12345"}
+    assert done == {"1": False, "2": False, "3": False, "4": True, "5": True}

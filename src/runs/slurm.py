@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -209,12 +208,10 @@ class SqueueWatcher(SlurmInfoWatcher):
     squeue forgets a job some minutes after it ended (MinJobAge); a job it no longer lists
     has ended, so its state becomes ENDED and submitit looks for its result.
 
-    A job that SLURM requeues (the time-limit warning, `scontrol requeue`, preemption) can show
-    an ended state such as FAILED for a moment on its way back to PENDING. submitit takes the
-    first ended state it sees as final and gives up on the job's result, so here an ended state
-    counts only when squeue still shows it `settle_s` seconds later; until then the job is
-    reported as COMPLETING, which submitit keeps waiting on. A job that wrote its result is
-    not delayed: submitit looks for the result file before it asks the watcher.
+    submitit counts a job as done when its state is not in its own short list of running
+    states, which lacks CONFIGURING (a node still booting), SUSPENDED, REQUEUE_HOLD and
+    others: it would give up on such a job as if it had ended. `is_done` uses SLURM's full
+    list instead.
     """
 
     # States from which SLURM still runs the job (submitit's own list, and the rest).
@@ -223,11 +220,6 @@ class SqueueWatcher(SlurmInfoWatcher):
         "CONFIGURING", "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED", "SIGNALING",
         "STAGE_OUT",
     })  # fmt: skip
-
-    def __init__(self, delay_s: int, settle_s: float = 10.0) -> None:
-        super().__init__(delay_s=delay_s)
-        self.settle_s = settle_s
-        self._ended_since: dict[str, float] = {}
 
     def _make_command(self) -> list[str] | None:
         if not self._registered - self._finished:
@@ -238,14 +230,9 @@ class SqueueWatcher(SlurmInfoWatcher):
     def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
         text = string.decode() if isinstance(string, bytes) else string
         info = super().read_info("JobID|State|NodeList\n" + text)
-        watched = self._registered - self._finished
-        for job_id in watched - set(info):
+        for job_id in self._registered - self._finished - set(info):
             info[job_id] = {"JobID": job_id, "State": "ENDED", "NodeList": ""}
-        now = time.monotonic()
-        for job_id in watched:
-            stats = info[job_id]
-            if stats["State"].upper() in self.INCOMPLETE:
-                self._ended_since.pop(job_id, None)
-            elif now - self._ended_since.setdefault(job_id, now) < self.settle_s:
-                info[job_id] = {**stats, "State": "COMPLETING"}
         return info
+
+    def is_done(self, job_id: str, mode: str = "standard") -> bool:
+        return self.get_state(job_id, mode=mode).upper() not in self.INCOMPLETE
