@@ -1,7 +1,7 @@
 """Interrupted runs stop cleanly, resume in place, and end where an uninterrupted run ends.
 
-These start `python -m src.train` as a subprocess and signal it once its first `last.ckpt`
-exists (epoch 0 finished), while two more epochs remain.
+These start `python -m src.train` as a subprocess, held at the start of an epoch (see
+tests/helpers/hold.py), and signal or kill it once `last.ckpt` holds the epoch before.
 """
 
 import json
@@ -18,6 +18,7 @@ import torch
 from src.train import train
 from tests.helpers.cli import run_cli
 from tests.helpers.config import FAST, ROOT, compose_train_config
+from tests.helpers.hold import hold_overrides
 from tests.helpers.images import make_image_folder
 
 pytestmark = pytest.mark.slow
@@ -34,8 +35,13 @@ RECIPE = [
 
 @pytest.fixture
 def data(tmp_path) -> Path:
-    # 40 training images in batches of 4: epochs long enough to signal between them.
-    return make_image_folder(tmp_path / "data", train_per_class=20)
+    return make_image_folder(tmp_path / "data")
+
+
+@pytest.fixture
+def release(tmp_path) -> Path:
+    """The file that lets a held run go on (the tests create it before resuming)."""
+    return tmp_path / "release"
 
 
 def start(run_dir: Path, data: Path, *overrides: str) -> subprocess.Popen:
@@ -73,9 +79,9 @@ def metrics_rows(run_dir: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"]
 )
-def test_signal_stops_cleanly_and_marks_the_summary_interrupted(tmp_path, data, sig, code):
+def test_signal_stops_cleanly_and_marks_the_summary_interrupted(tmp_path, data, release, sig, code):
     run_dir = tmp_path / "run"
-    process = start(run_dir, data)
+    process = start(run_dir, data, *hold_overrides(release))
     wait_for_first_checkpoint(process, run_dir)
     process.send_signal(sig)
     stderr = process.communicate(timeout=900)[1]
@@ -89,7 +95,7 @@ def test_signal_stops_cleanly_and_marks_the_summary_interrupted(tmp_path, data, 
     assert f"python -m src.train resume={run_dir}" in (run_dir / "train.log").read_text()
 
 
-def test_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path, data):
+def test_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path, data, release):
     reference = subprocess.Popen(
         [sys.executable, "-m", "src.train", *RECIPE, f"data.data_dir={data}",
          f"hydra.run.dir={tmp_path / 'reference'}"],
@@ -97,13 +103,14 @@ def test_run_killed_after_an_epoch_resumes_to_the_uninterrupted_result(tmp_path,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     run_dir = tmp_path / "killed"
-    process = start(run_dir, data)
+    process = start(run_dir, data, *hold_overrides(release))
     wait_for_first_checkpoint(process, run_dir)
     process.kill()  # SIGKILL: no handler runs, nothing is cleaned up
     process.communicate(timeout=60)
     assert not (run_dir / "summary.json").exists()
     killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
-    assert killed_at < 2
+    assert killed_at == 0
+    release.touch()
 
     result = run_cli(f"resume={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -134,20 +141,21 @@ def test_same_seed_in_deterministic_mode_repeats_every_epoch(image_folder, tmp_p
     assert first == second
 
 
-def test_gradual_run_killed_mid_phase_resumes_to_the_uninterrupted_result(tmp_path, data):
+def test_gradual_run_killed_mid_phase_resumes_to_the_uninterrupted_result(tmp_path, data, release):
     # 4 epochs: the head alone, then one more mobilenet stage opened in each epoch. Killed
-    # after epoch 1 or 2, the resumed run must restore the opened stages, their optimizer
-    # groups with their momentum, and their learning rates.
+    # after epoch 1, the resumed run must restore the opened stages, their optimizer groups
+    # with their momentum, and their learning rates.
     staged = ["strategy=gradual", "strategy.unfreeze_every=1", "model.layer_decay=0.5",
               "model.backbone=mobilenet_v3_small", "trainer.max_epochs=4"]  # fmt: skip
     reference = start(tmp_path / "reference", data, *staged)
     run_dir = tmp_path / "killed"
-    process = start(run_dir, data, *staged)
+    process = start(run_dir, data, *staged, *hold_overrides(release, epoch=2))
     wait_for_first_checkpoint(process, run_dir, epoch=1)
     process.kill()
     process.communicate(timeout=60)
     killed_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"]
-    assert killed_at in (1, 2)
+    assert killed_at == 1
+    release.touch()
 
     result = run_cli(f"resume={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
