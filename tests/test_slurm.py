@@ -74,7 +74,7 @@ def sweep_dir(tmp_path):
 
 @pytest.fixture
 def release(tmp_path) -> Path:
-    """The file that lets a run held by `HoldSecondEpoch` go on (the test creates it)."""
+    """The file that lets a run held by `HoldAtEpoch` go on (the test creates it)."""
     return tmp_path / "release"
 
 
