@@ -31,6 +31,12 @@ def fast_config(image_folder: Path, tmp_path: Path):
 
 
 @pytest.fixture
+def release(tmp_path: Path) -> Path:
+    """The file that lets a run held by tests/helpers/hold.py go on (the test creates it)."""
+    return tmp_path / "release"
+
+
+@pytest.fixture
 def real_data() -> Path:
     """The real hymenoptera folder named by $HYMENOPTERA_DATA, or skip."""
     value = os.environ.get(REAL_DATA_ENV)

@@ -38,12 +38,6 @@ def data(tmp_path) -> Path:
     return make_image_folder(tmp_path / "data")
 
 
-@pytest.fixture
-def release(tmp_path) -> Path:
-    """The file that lets a held run go on (the tests create it before resuming)."""
-    return tmp_path / "release"
-
-
 def start(run_dir: Path, data: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "src.train", *RECIPE, f"data.data_dir={data}",

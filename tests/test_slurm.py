@@ -72,12 +72,6 @@ def sweep_dir(tmp_path):
         subprocess.run(["scancel", *jobs], capture_output=True)
 
 
-@pytest.fixture
-def release(tmp_path) -> Path:
-    """The file that lets a run held by `HoldAtEpoch` go on (the test creates it)."""
-    return tmp_path / "release"
-
-
 # Three epochs, held at the start of the second one until the job is signalled.
 def recipe(release: Path) -> list[str]:
     return ["strategy=frozen", "trainer.max_epochs=3", "trainer.deterministic=true",
