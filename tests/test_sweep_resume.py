@@ -15,11 +15,23 @@ import yaml
 from src.runs.sweep_resume import config_changes, sweep_resume_overrides
 from tests.helpers.cli import run_cli
 from tests.helpers.config import FAST, ROOT
+from tests.helpers.hold import hold_overrides
 from tests.helpers.images import make_image_folder
 
-# Four deterministic 2-epoch jobs of the frozen strategy (seconds each on a CPU).
+# Four deterministic 2-epoch jobs of the frozen strategy (seconds each on a CPU). Each job
+# is held at its second epoch until `release_<job>` exists in the sweep directory (the same
+# override in both sweeps, so their recorded overrides compare equal).
 SWEEP = [*FAST, "strategy=frozen", "trainer.max_epochs=2", "trainer.deterministic=true",
-         "model.optimizer.lr=0.05,0.01,0.005,0.001"]  # fmt: skip
+         "model.optimizer.lr=0.05,0.01,0.005,0.001",
+         *hold_overrides("${hydra:sweep.dir}/release_${hydra:job.num}")]  # fmt: skip
+
+
+def release(sweep_dir: Path, *jobs: int) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        (sweep_dir / f"release_{job}").touch()
+
+
 # What must match between a resumed and an uninterrupted sweep (not the wall time and paths).
 COMPARED = ["job", "status", "best_val_acc", "best_epoch", "overrides", "error"]
 
@@ -48,10 +60,11 @@ def rows(sweep_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_sweep_killed_in_its_third_job_resumes_to_the_uninterrupted_result(tmp_path):
-    # 16 training images in batches of 4: an epoch is long enough to kill the sweep in it.
-    data = make_image_folder(tmp_path / "data", train_per_class=8)
+    data = make_image_folder(tmp_path / "data")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     reference_dir, sweep_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    release(reference_dir, 0, 1, 2, 3)
+    release(sweep_dir, 0, 1)  # the third job waits in its second epoch to be killed
     reference = subprocess.Popen(
         [sys.executable, "-m", "src.train", *sweep_command(data, reference_dir)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -71,6 +84,7 @@ def test_sweep_killed_in_its_third_job_resumes_to_the_uninterrupted_result(tmp_p
     assert not (sweep_dir / "2" / "summary.json").exists()
     assert not (sweep_dir / "3").exists()
     first_jobs = {job: summary_bytes(sweep_dir, job) for job in ("0", "1")}
+    release(sweep_dir, 2, 3)
 
     result = run_cli("-m", f"resume={sweep_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -117,7 +131,12 @@ def test_resume_of_a_sweep_repeats_its_recorded_arguments(tmp_path):
         "hydra": {
             "overrides": {
                 "hydra": ["hydra.mode=MULTIRUN", "hydra/launcher=slurm", "hydra.sweep.dir=old"],
-                "task": ["strategy=frozen", "model.optimizer.lr=0.01,0.001", "seed=1"],
+                "task": [
+                    "strategy=frozen",
+                    "model.optimizer.lr=0.01,0.001",
+                    "seed=1",
+                    "+tag=job_${hydra:job.num}",
+                ],
             }
         }
     }
@@ -125,7 +144,7 @@ def test_resume_of_a_sweep_repeats_its_recorded_arguments(tmp_path):
     args = sweep_resume_overrides(tmp_path, ["-m", f"resume={tmp_path}", "seed=2"])
     assert args == [
         "--multirun", "hydra/launcher=slurm", "strategy=frozen", "model.optimizer.lr=0.01,0.001",
-        "seed=2", f"hydra.sweep.dir={tmp_path}",
+        "+tag=job_${hydra:job.num}", "seed=2", f"hydra.sweep.dir={tmp_path}",
     ]  # fmt: skip
 
 

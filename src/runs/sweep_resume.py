@@ -49,11 +49,12 @@ class SweepRecord(Callback):
 def sweep_resume_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     """The command line that continues the multirun in `sweep_dir`: its recorded arguments,
     those in `args` replacing them key by key, and `hydra.sweep.dir=<sweep_dir>`."""
-    recorded = OmegaConf.load(sweep_dir / SWEEP_FILE).hydra.overrides
+    # As written: an override such as `key=${hydra:job.num}` is resolved in each job, not here.
+    recorded = OmegaConf.to_container(OmegaConf.load(sweep_dir / SWEEP_FILE).hydra.overrides)
     given = [a for a in args if not a.startswith("resume=") and a not in ("-m", "--multirun")]
     new_keys = {override_key(a) for a in given if "=" in a}
     skip = new_keys | {"hydra.sweep.dir", "hydra.mode", "resume"}
-    old = [o for o in [*recorded.hydra, *recorded.task] if override_key(o) not in skip]
+    old = [o for o in [*recorded["hydra"], *recorded["task"]] if override_key(o) not in skip]
     return ["--multirun", *old, *given, f"hydra.sweep.dir={sweep_dir}"]
 
 
