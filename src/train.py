@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the value of `optimized_metric` (what sweeps optimise)."""
     from src.errors import exit_on_user_error
+    from src.runs.run_dir import multirun_dir
     from src.runs.slurm import JobInterrupted
     from src.runs.slurm_job import slurm_job
     from src.runs.sweep_resume import start_sweep_job
@@ -49,7 +50,7 @@ def main(cfg: DictConfig) -> float | None:
         with job_scope, slurm_job(output_dir, max_requeues or 0) as slurm:
             summary = train(cfg)
     if summary.interrupted:
-        resume = f"-m resume={sweep_dir(hydra_cfg)}" if multirun else f"resume={output_dir}"
+        resume = f"-m resume={multirun_dir(hydra_cfg)}" if multirun else f"resume={output_dir}"
         message = (
             f"Interrupted by {summary.interrupted_by} after {summary.epochs_trained} finished "
             f"epoch(s); continue with: python -m src.train {resume}"
@@ -64,11 +65,6 @@ def main(cfg: DictConfig) -> float | None:
         # SLURM: no result, so the sweep waits for the job's next run.
         raise SystemExit(143 if summary.interrupted_by == "SIGTERM" else 130)
     return summary.optimized_value
-
-
-def sweep_dir(hydra_cfg) -> Path:
-    """The multirun's directory (a relative hydra.sweep.dir is relative to the start cwd)."""
-    return Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir
 
 
 def train(cfg: DictConfig):

@@ -1,6 +1,5 @@
 """What a benchmark ran on, in words: the CPU model, its cores, the GPU, the library versions."""
 
-import os
 import platform
 
 import torch
@@ -20,9 +19,8 @@ def cpu_name() -> str:
 
 def describe() -> str:
     """One line, e.g. "AMD EPYC, 2 cores, no GPU; torch 2.14.1"."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
+    from src.data.image_folder import usable_cores
+
+    cores = usable_cores()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{cpu_name()}, {cores} cores, {gpu}; torch {torch.__version__}"

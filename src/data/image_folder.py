@@ -266,6 +266,15 @@ def platform_start_method() -> str:
     return multiprocessing.get_all_start_methods()[0]
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a SLURM job or `taskset` may allow fewer
+    than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
+        return os.cpu_count() or 1
+
+
 def default_num_workers(cached: bool, processes_per_node: int = 1) -> int:
     """Loader processes for `data.num_workers=null`.
 
@@ -277,10 +286,7 @@ def default_num_workers(cached: bool, processes_per_node: int = 1) -> int:
     take cycles from training on the same cores (measured: 7.7 s against 8.6 s per finetune
     epoch on 2 cores). Otherwise: one per core, at most 4.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        cores = os.cpu_count() or 1
+    cores = usable_cores()
     if torch.cuda.is_available():
         return max(1, cores // max(1, processes_per_node))
     return 0 if cached else min(cores, 4)

@@ -15,7 +15,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from src.errors import UserError
-from src.runs.sweep_resume import SWEEP_FILE, is_sweep_dir, override_key, sweep_resume_overrides
+from src.runs.run_dir import override_key
+from src.runs.sweep_resume import SWEEP_FILE, is_sweep_dir, sweep_resume_overrides
 
 # Overrides that name the run itself rather than what it trains.
 RUN_KEYS = {"hydra.run.dir", "ckpt_path", "resume"}

@@ -148,6 +148,18 @@ def run_for_checkpoint(ckpt_path: Path) -> Run | None:
     return Run(candidate) if (candidate / "config.yaml").is_file() else None
 
 
+def override_key(override: str) -> str:
+    """`seed` of the command-line override `seed=3`, `+seed=3`, `++seed=3` or `~seed`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def multirun_dir(hydra_cfg) -> Path:
+    """The multirun's directory, from Hydra's own config (`HydraConfig.get()`, or the
+    `hydra` node a Hydra callback gets): a relative hydra.sweep.dir is relative to the
+    directory Hydra was started in."""
+    return Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir
+
+
 def sweep_runs(sweep_dir: str | Path) -> list[Run]:
     """Every job of a multirun, in job order (0, 1, ..., 10): each directory below
     `sweep_dir` in which Hydra recorded a job's overrides, finished or not."""

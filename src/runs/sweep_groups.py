@@ -13,7 +13,7 @@ import statistics
 from io import StringIO
 from pathlib import Path
 
-from src.runs.run_dir import job_key
+from src.runs.run_dir import job_key, override_key
 
 # Overrides whose values are repeats of one experiment, not different experiments.
 AVERAGED_OVER = ("seed", "data.fold")
@@ -29,11 +29,6 @@ COLUMNS = [
     "folds",
     "jobs",
 ]
-
-
-def override_key(override: str) -> str:
-    """`seed` of `seed=3`, `+seed=3` or `++seed=3`."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def group_jobs(rows: list[dict]) -> list[dict]:

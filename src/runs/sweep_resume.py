@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.errors import UserError
 from src.files import write_text_atomic
-from src.runs.run_dir import Run
+from src.runs.run_dir import Run, multirun_dir, override_key
 from src.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ class SweepRecord(Callback):
     and `resume=<sweep dir>` reads the arguments from there."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.runtime.cwd) / config.hydra.sweep.dir
-        write_text_atomic(sweep_dir / SWEEP_FILE, OmegaConf.to_yaml(config))
+        write_text_atomic(multirun_dir(config.hydra) / SWEEP_FILE, OmegaConf.to_yaml(config))
 
 
 def sweep_resume_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
@@ -56,10 +55,6 @@ def sweep_resume_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
     skip = new_keys | {"hydra.sweep.dir", "hydra.mode", "resume"}
     old = [o for o in [*recorded["hydra"], *recorded["task"]] if override_key(o) not in skip]
     return ["--multirun", *old, *given, f"hydra.sweep.dir={sweep_dir}"]
-
-
-def override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def is_sweep_dir(path: Path) -> bool:

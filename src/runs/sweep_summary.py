@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from src.files import write_text_atomic
-from src.runs.run_dir import STATUS_FILE, Run, job_key, sweep_runs
+from src.runs.run_dir import STATUS_FILE, Run, job_key, multirun_dir, sweep_runs
 from src.runs.slurm import slurm_task_rank
 from src.runs.sweep_groups import group_jobs, groups_csv, groups_markdown
 from src.runs.sweep_resume import completed_earlier
@@ -57,7 +57,7 @@ class SweepSummary(Callback):
             # The job will skip training (see src.runs.sweep_resume): its status stands.
             if completed_earlier(Run(job_dir, check=False)):
                 self._skipped.add(job_dir)
-            write_sweep_summary(sweep_root(config))  # a sweep killed now shows this job
+            write_sweep_summary(multirun_dir(config.hydra))  # a sweep killed now shows this job
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         # Tasks 1..n-1 of a multi-task SLURM job train the same job as task 0, which reports it.
@@ -68,7 +68,7 @@ class SweepSummary(Callback):
         failed = job_return.status != JobStatus.COMPLETED
         if str(job_dir) in self._skipped and not failed:
             self._skipped.discard(str(job_dir))
-            write_sweep_summary(sweep_root(config))
+            write_sweep_summary(multirun_dir(config.hydra))
             return
         status = {
             "status": "failed" if failed else "completed",
@@ -78,18 +78,13 @@ class SweepSummary(Callback):
             "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
         }
         write_text_atomic(job_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
-        write_sweep_summary(sweep_root(config))
+        write_sweep_summary(multirun_dir(config.hydra))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        root = sweep_root(config)
+        root = multirun_dir(config.hydra)
         if root.is_dir():
             rows = write_sweep_summary(root)
             log.info("Sweep summary of %d jobs: %s", len(rows), root / "sweep_summary.md")
-
-
-def sweep_root(config: DictConfig) -> Path:
-    """The sweep directory; a relative `hydra.sweep.dir` is relative to where Hydra started."""
-    return Path(config.hydra.runtime.cwd) / config.hydra.sweep.dir
 
 
 def write_sweep_summary(root: Path) -> list[dict]:
