@@ -55,7 +55,7 @@ def evaluate(
     from src.inspection.predictions import labelled_images, predict_dataset
     from src.models.checkpoint import load_model
     from src.models.metrics import split_metrics
-    from src.runs.run_dir import Run, draft_size, image_sizes, run_for_checkpoint
+    from src.runs.run_dir import Run, checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     if not ckpt_path and not run_dir:
         raise UserError("Nothing to evaluate: pass ckpt_path=PATH/TO/x.ckpt or run_dir=DIR.")
@@ -70,14 +70,12 @@ def evaluate(
             f"No training run found beside {ckpt} to take the data folder from; "
             "pass data.data_dir=/path/to/data (holding val/<class>/ images)."
         )
-    image_size, resize_size = image_sizes(run, image_size, resize_size)
-    draft = draft_size(run, resize_size, jpeg_draft)  # read the images as the run did
-
-    from src.data.transforms import val_transform
-
     model = load_model(ckpt)
     names = list(model.hparams.class_names)
-    transform = val_transform(image_size, resize_size)
+    # Images read and prepared as the run did: its preprocessing and data.jpeg_draft.
+    pre = checkpoint_preprocessing(model.hparams, run, image_size, resize_size)
+    draft = draft_size(run, pre, jpeg_draft)
+    transform = pre.eval_transform()
     dataset, skipped = labelled_images(splits, split, names, transform, skip_bad_images, draft)
     predictions = predict_dataset(model, dataset, batch_size)
     confusion = predictions.confusion_matrix()
@@ -101,8 +99,9 @@ def evaluate(
         "per_class_acc": predictions.per_class_accuracy(),
         "per_class_count": dict(zip(names, counts, strict=True)),
         "confusion_matrix": confusion.tolist(),
-        "image_size": image_size,
-        "resize_size": resize_size,
+        "image_size": pre.image_size,
+        "resize_size": pre.resize_size,
+        "preprocessing": pre.as_dict(),
         "jpeg_draft": draft is not None,
     }
 

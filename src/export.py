@@ -69,21 +69,21 @@ def export(
     from src.models.export import export_model, metadata
     from src.models.exported import ExportedModel
     from src.predict import expand_inputs
-    from src.runs.run_dir import draft_size, image_sizes, run_for_checkpoint
+    from src.runs.run_dir import checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     model = load_model(ckpt)  # a foreign or damaged file stops here, with its reason
     run = run_for_checkpoint(ckpt)
     if run is not None and not allow_unfinished:
         refuse_unfinished(run, ckpt)
-    image_size, resize_size = image_sizes(run, image_size, resize_size)
-    draft = draft_size(run, resize_size)  # images are read as the run read them
+    # Images are prepared and read as the run did (its preprocessing and data.jpeg_draft).
+    pre = checkpoint_preprocessing(model.hparams, run, image_size, resize_size)
+    draft = draft_size(run, pre)
     class_names = list(model.hparams.class_names)
     if images:
         files = expand_inputs(images)
-        tensors, source = user_images(files, image_size, resize_size, draft), "images="
-        source += ",".join(images)
+        tensors, source = user_images(files, pre, draft), "images=" + ",".join(images)
     elif run is not None:
-        tensors = run_val_images(run, class_names, parity_images, image_size, resize_size, draft)
+        tensors = run_val_images(run, class_names, parity_images, pre, draft)
         source = f"the validation split of run {run.path}"
     else:
         raise UserError(
@@ -92,8 +92,8 @@ def export(
         )
 
     with atomic_write(output, "wb") as f:
-        info = metadata(class_names, image_size, resize_size, draft is not None)
-        export_model(model, fmt, f, info, image_size)
+        info = metadata(class_names, pre.as_dict(), draft is not None)
+        export_model(model, fmt, f, info, pre.image_size)
         f.flush()
         parity = check_parity(model, ExportedModel(f.name, fmt), tensors, source, tolerance)
         if not parity.ok:  # leaving the block by an exception discards the file

@@ -105,29 +105,28 @@ def load_classifier(
     for `load_rgb`) of a model.
 
     An exported model (.onnx, TorchScript) carries its class names and preprocessing: it needs
-    neither Lightning nor its run directory. A checkpoint gets its image sizes and
+    neither Lightning nor its run directory. A checkpoint carries its preprocessing, and gets
     `data.jpeg_draft` from its run's config.yaml when that is beside the checkpoints folder.
     """
-    from src.data.transforms import val_transform
+    from src.data.transforms import Preprocessing
     from src.models.exported import ExportedModel, exported_format
 
     if exported_format(ckpt_path):
         model = ExportedModel(ckpt_path)
-        pre = model.preprocessing
-        if image_size and image_size != pre["image_size"]:
+        saved = model.preprocessing
+        if image_size and image_size != saved["image_size"]:
             raise UserError(
-                f"image_size={image_size}: {ckpt_path} takes {pre['image_size']}-pixel "
+                f"image_size={image_size}: {ckpt_path} takes {saved['image_size']}-pixel "
                 "images; leave image_size unset."
             )
-        size = resize_size or pre["resize_size"]
-        transform = val_transform(pre["image_size"], size, pre["mean"], pre["std"])
-        draft = pre.get("jpeg_draft", False) if jpeg_draft is None else jpeg_draft
-        return model, model.class_names, transform, size if draft else None
+        pre = Preprocessing.resolve(Preprocessing.fields_of(saved), resize_size=resize_size)
+        draft = saved.get("jpeg_draft", False) if jpeg_draft is None else jpeg_draft
+        return model, model.class_names, pre.eval_transform(), pre.resize_size if draft else None
 
     import torch
 
     from src.models.checkpoint import load_model
-    from src.runs.run_dir import draft_size, image_sizes, run_for_checkpoint
+    from src.runs.run_dir import checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     model = load_model(ckpt_path)
 
@@ -136,9 +135,9 @@ def load_classifier(
         return model(images).float().softmax(dim=1)
 
     run = run_for_checkpoint(ckpt_path)
-    sizes = image_sizes(run, image_size, resize_size)
-    draft = draft_size(run, sizes[1], jpeg_draft)
-    return classify, list(model.hparams.class_names), val_transform(*sizes), draft
+    pre = checkpoint_preprocessing(model.hparams, run, image_size, resize_size)
+    draft = draft_size(run, pre, jpeg_draft)
+    return classify, list(model.hparams.class_names), pre.eval_transform(), draft
 
 
 def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> None:

@@ -72,6 +72,7 @@ def train(cfg: DictConfig):
     `RunSummary` (also written to `<run dir>/summary.json`)."""
     import lightning as L
     from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.utilities import rank_zero_only
 
     # `lightning` adds a console handler of its own on import; Hydra's root handler already
@@ -132,6 +133,8 @@ def train(cfg: DictConfig):
     if cfg.get("figures"):
         callbacks.append(validation_outputs)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    if not loggers:  # logger=none: nothing to send learning rates to
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if checkpoint:
         keep_earlier_metrics(loggers, checkpoint)
     log_config(loggers, cfg)
@@ -166,6 +169,7 @@ def train(cfg: DictConfig):
         precision=str(trainer.precision),
         accelerator=type(trainer.accelerator).__name__,
         seed=cfg.seed,
+        preprocessing=datamodule.preprocessing.as_dict(),
         interrupted=interrupted_by is not None,
         interrupted_by=interrupted_by,
         resumed_from=str(ckpt_path) if ckpt_path else None,
@@ -208,8 +212,11 @@ def data_and_model(cfg: DictConfig, **data_kwargs):
     from hydra.utils import instantiate
 
     from src.data.balance import loss_weights
+    from src.models.backbone import weights_preprocessing
 
-    datamodule = instantiate(cfg.data, **data_kwargs)
+    # Images are prepared as the backbone's weights expect (data.* keys override).
+    weights = weights_preprocessing(cfg.model.backbone, cfg.model.weights)
+    datamodule = instantiate(cfg.data, preprocessing=weights, **data_kwargs)
     datamodule.prepare_data()
     datamodule.setup("fit")
     names = datamodule.class_names
@@ -225,6 +232,7 @@ def data_and_model(cfg: DictConfig, **data_kwargs):
         class_weights=class_weights,
         monitor=cfg.monitor,
         monitor_mode=cfg.monitor_mode,
+        preprocessing=datamodule.preprocessing.as_dict(),
     )
     return datamodule, model
 

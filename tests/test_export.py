@@ -13,6 +13,7 @@ import pytest
 import torch
 from lightning.pytorch import LightningModule
 
+from src.data.transforms import Preprocessing
 from src.errors import UserError
 from src.export import ParityError, export
 from src.models.export import export_model, metadata
@@ -118,7 +119,8 @@ def test_a_forward_that_uses_the_batch_size_exports_with_any_batch(tmp_path, fmt
     model = ClassToken().eval()
     path = tmp_path / f"m{SUFFIXES[fmt]}"
     with open(path, "wb") as f:
-        export_model(model, fmt, f, metadata(["a", "b"], 8, 8), image_size=8)
+        info = metadata(["a", "b"], Preprocessing(8, 8).as_dict())
+        export_model(model, fmt, f, info, image_size=8)
     exported = ExportedModel(path)
     for batch in (1, 5):
         images = torch.randn(batch, 3, 8, 8)

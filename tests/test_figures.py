@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from src.data.transforms import Preprocessing
 from src.inspection import figures, run_figures
 from src.inspection.predictions import Predictions
 from src.inspection.run_figures import FIGURE_NAMES, prediction_figures, write_run_figures
@@ -71,7 +72,11 @@ def test_prediction_grid_marks_wrong_predictions_in_red():
         losses=-probs[torch.arange(3), torch.tensor([0, 1, 1])].log(),
         class_names=["ants", "bees"],
     )
-    fig = figures.prediction_grid([torch.zeros(3, 8, 8)] * 3, predictions, [0, 1, 2])
+    half = Preprocessing(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    fig = figures.prediction_grid([torch.zeros(3, 8, 8)] * 3, predictions, [0, 1, 2], half)
+    # A zero input is the weights' mean: mid-grey on screen for mean 0.5 (not ImageNet's).
+    canvas = fig.axes[0].images[0].get_array()
+    assert (canvas == 128).all(axis=2).sum() == 3 * 8 * 8
     titles = [(text.get_text(), text.get_color()) for text in fig.axes[0].texts]
     assert titles[0] == ("pred ants 0.90\ntrue ants", figures.RIGHT)
     assert titles[2] == ("pred ants 0.70\ntrue bees", figures.WRONG)
@@ -137,8 +142,9 @@ def test_figures_of_thirty_classes_stay_readable(tmp_path):
     assert_real_picture(tmp_path / "confusion_matrix.png")
 
     images = [torch.zeros(3, 8, 8)] * 16
-    for grid in (figures.prediction_grid(images, predictions, [*range(0, 150, 10), 149]),
-                 figures.top_losses(images[:8], predictions, list(range(8)))):  # fmt: skip
+    pre = Preprocessing()
+    for grid in (figures.prediction_grid(images, predictions, [*range(0, 150, 10), 149], pre),
+                 figures.top_losses(images[:8], predictions, list(range(8)), pre)):  # fmt: skip
         titles = [ax.title for ax in grid.axes if ax.get_title()]
         assert overlapping(text_boxes(grid, titles)) == []
         grid.savefig(tmp_path / "grid.png", dpi=100)

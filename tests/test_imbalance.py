@@ -95,6 +95,7 @@ def test_monitored_f1_picks_names_and_reports_the_best_checkpoint(nine_to_one, t
     from sklearn.metrics import balanced_accuracy_score, f1_score
 
     from src.data.splits import build_splits
+    from src.data.transforms import Preprocessing
     from src.inspection.predictions import predict_dataset, val_images
     from src.models.checkpoint import load_model
 
@@ -124,7 +125,7 @@ def test_monitored_f1_picks_names_and_reports_the_best_checkpoint(nine_to_one, t
     # The best checkpoint's metrics, against scikit-learn on its predictions.
     model = load_model(summary.best_ckpt)
     assert model.hparams.class_weights == pytest.approx([20 / 36, 5.0])
-    val = val_images(build_splits(nine_to_one), ["ants", "bees"], 32, 36)
+    val = val_images(build_splits(nine_to_one), ["ants", "bees"], Preprocessing(32, 36))
     predictions = predict_dataset(model, val)
     labels, preds = predictions.labels.numpy(), predictions.preds.numpy()
     metrics = summary.best_ckpt_val_metrics

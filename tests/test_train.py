@@ -10,7 +10,7 @@ import torch
 from src.runs.summary import RunSummary
 from src.train import train
 from tests.helpers.cli import epoch_rows, run_cli
-from tests.helpers.config import FAST
+from tests.helpers.config import CONF_DIR, FAST
 
 
 def test_learning_rate_decays_every_step_size_epochs(fast_config):
@@ -173,3 +173,20 @@ def test_cli_reports_a_bad_constructor_argument_without_a_traceback(image_folder
     assert result.returncode == 2
     assert f"model.weights file not found: {tmp_path}/no.pth" in output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "logger", [*sorted(p.stem for p in (CONF_DIR / "logger").glob("*.yaml")), "[]"]
+)
+def test_every_logger_option_trains_to_the_end(fast_config, tmp_path, logger):
+    """logger=none and logger=[] (no logger at all) too: what needs one is left out."""
+    overrides = [f"logger={logger}", f"paths.log_dir={tmp_path / 'logs'}", "trainer.max_epochs=2"]
+    summary = train(fast_config(*overrides))
+    assert summary.epochs_trained == 2 and summary.best_ckpt is not None
+
+
+def test_a_strategy_that_spawns_processes_is_refused_naming_ddp(fast_config):
+    from src.errors import UserError
+
+    with pytest.raises(UserError, match=r"trainer.strategy=ddp_spawn.*trainer=ddp_cpu"):
+        train(fast_config("+trainer.strategy=ddp_spawn"))

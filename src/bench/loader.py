@@ -33,7 +33,7 @@ from torchvision import datasets, transforms
 from src.bench.machine import describe
 from src.data.images import is_image_name
 from src.data.splits import build_splits, image_split
-from src.data.transforms import train_transform, val_transform
+from src.data.transforms import Preprocessing
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TUTORIAL = {
@@ -96,7 +96,8 @@ def best_of(datasets: dict, seconds: float, rounds: int) -> dict[str, float]:
 
 
 def pipelines(folder: Path, stage: str) -> dict:
-    template_transform = train_transform() if stage == "train" else val_transform()
+    pre = Preprocessing()
+    template_transform = pre.train_transform() if stage == "train" else pre.eval_transform()
     splits = build_splits(folder, wanted=("train",))
     return {
         "tutorial": datasets.ImageFolder(folder / "train", TUTORIAL[stage]),

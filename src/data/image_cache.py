@@ -8,8 +8,8 @@ pixels and training crops come from a 256-pixel image instead of the original.
 Decoded images also outlive the datamodule that asked for them: Hydra's basic launcher runs
 the jobs of a local multirun one after another in one process, and each job finds the
 images of the previous one here instead of decoding them again. An image is reused only
-while its file has the same size and modification time and the same `size`/`draft_size`
-are asked for, so a job gets the same tensors it would have decoded itself.
+while its file has the same size and modification time and the same `size`, interpolation and
+`draft_size` are asked for, so a job gets the same tensors it would have decoded itself.
 """
 
 import logging
@@ -20,14 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
+from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from src.data.images import load_rgb
 
 log = logging.getLogger(__name__)
 
-# (path, size, draft_size) -> ((file size, mtime), image), for the paths of the latest
-# three splits built (a run's train, val and test), so memory stays one run's cache.
+# (path, size, interpolation, draft_size) -> ((file size, mtime), image), for the paths of the
+# latest three splits built (a run's train, val and test), so memory stays one run's cache.
 _kept: dict[tuple, tuple[tuple[int, int], torch.Tensor]] = {}
 _recent: deque[set[tuple]] = deque(maxlen=3)
 
@@ -44,6 +45,7 @@ class DecodedImageCache(Dataset):
         self,
         folder: ImageFolder,
         size: int,
+        interpolation: InterpolationMode = InterpolationMode.BILINEAR,
         threads: int | None = None,
         draft_size: int | None = None,
     ) -> None:
@@ -51,7 +53,7 @@ class DecodedImageCache(Dataset):
         self.samples, self.targets = folder.samples, folder.targets
         self.transform = folder.transform
         paths = [path for path, _ in self.samples]
-        self.images = decoded_images(paths, size, draft_size, threads)
+        self.images = decoded_images(paths, size, interpolation, draft_size, threads)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -67,16 +69,18 @@ class DecodedImageCache(Dataset):
         return sum(image.numel() for image in self.images)
 
 
-def decode(path: str, size: int, draft_size: int | None = None) -> torch.Tensor:
-    """One image as a (3, H, W) uint8 tensor whose shorter side is `size`."""
-    return F.pil_to_tensor(F.resize(load_rgb(path, draft_size), size, antialias=True))
+def decode(path: str, size: int, interpolation, draft_size: int | None = None) -> torch.Tensor:
+    """One image as a (3, H, W) uint8 tensor whose shorter side is `size`, resized as the
+    evaluation transform resizes it (so that its resize then changes nothing)."""
+    image = F.resize(load_rgb(path, draft_size), size, interpolation, antialias=True)
+    return F.pil_to_tensor(image)
 
 
 def decoded_images(
-    paths: list[str], size: int, draft_size: int | None, threads: int | None = None
+    paths: list[str], size: int, interpolation, draft_size: int | None, threads: int | None = None
 ) -> list[torch.Tensor]:
     """`decode` of every path, taking unchanged files from the images kept in this process."""
-    keys = [(path, size, draft_size) for path in paths]
+    keys = [(path, size, interpolation, draft_size) for path in paths]
     stats = [file_stat(path) for path in paths]
     todo = [key for key, stat in zip(keys, stats, strict=True) if _kept.get(key, [None])[0] != stat]
     if len(todo) < len(keys):

@@ -18,7 +18,7 @@ from src.data.balance import SAMPLERS, balanced_sampler
 from src.data.download import download_image_folder
 from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
 from src.data.splits import LabelledImages, Splits, SplitSettings, build_splits, image_split
-from src.data.transforms import train_transform, val_transform
+from src.data.transforms import Preprocessing
 from src.data.validation import report_files
 from src.errors import UserError
 
@@ -40,8 +40,15 @@ class ImageFolderDataModule(LightningDataModule):
         download_url: a zip holding one top-level folder with `train/` and `val/`.
         tree_sha256: checksum of the extracted folder (`src.data.download.tree_sha256`),
             `null` to skip the check.
-        image_size: side of the square crop fed to the network.
-        resize_size: validation images are resized to this shorter side before the crop.
+        preprocessing: what the backbone's weights expect (`Preprocessing` fields, from
+            `src.models.backbone.weights_preprocessing`; `src.train` passes them); `None`:
+            ImageNet's statistics, 224-pixel crops of 256. The five keys below override it.
+        image_size: side of the square crop fed to the network (null: the weights').
+        resize_size: evaluation resizes the shorter side to this before the crop (null: the
+            weights' crop fraction of `image_size`).
+        mean, std: per-channel normalisation (null: the weights').
+        interpolation: `bilinear`, `bicubic` or `nearest` for every resize (null: the
+            weights').
         pin_memory: pin host memory for faster copies; `null` pins when CUDA is available.
         cache_images: decode every image once and keep it in memory (see
             `src.data.image_cache`); skipped with a warning above `cache_max_gb`.
@@ -75,8 +82,12 @@ class ImageFolderDataModule(LightningDataModule):
         download: bool = False,
         download_url: str | None = None,
         tree_sha256: str | None = None,
-        image_size: int = 224,
-        resize_size: int = 256,
+        preprocessing: dict | None = None,
+        image_size: int | None = None,
+        resize_size: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        interpolation: str | None = None,
         pin_memory: bool | None = None,
         cache_images: bool = False,
         cache_max_gb: float = 4.0,
@@ -105,13 +116,15 @@ class ImageFolderDataModule(LightningDataModule):
         self.download = download
         self.download_url = download_url
         self.tree_sha256 = tree_sha256
-        self.image_size = image_size
-        self.resize_size = resize_size
+        self.preprocessing = Preprocessing.resolve(
+            preprocessing, image_size=image_size, resize_size=resize_size, mean=mean, std=std,
+            interpolation=interpolation,
+        )  # fmt: skip
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.cache_images = cache_images
         self.cache_max_gb = cache_max_gb
         self.cache_features = cache_features
-        self.draft_size = resize_size if jpeg_draft else None
+        self.draft_size = self.preprocessing.resize_size if jpeg_draft else None
         self.split_settings = SplitSettings(
             labels_csv, val_fraction, test_fraction, split_seed, num_folds, fold
         )
@@ -145,9 +158,9 @@ class ImageFolderDataModule(LightningDataModule):
             return
         self.splits = build_splits(self.data_dir, self.split_settings, self.splits_file)
         log.info("%s", self.splits.describe())
-        evaluation = val_transform(self.image_size, self.resize_size)
+        evaluation = self.preprocessing.eval_transform()
         # Cached features must not depend on random augmentation.
-        training = evaluation if self.cache_features else train_transform(self.image_size)
+        training = evaluation if self.cache_features else self.preprocessing.train_transform()
         transforms = {"train": training, "val": evaluation, "test": evaluation}
         sets, checks = {}, []
         for split in self.splits.names():
@@ -160,7 +173,8 @@ class ImageFolderDataModule(LightningDataModule):
         self.test_set = sets.get("test")
 
     def _decoded(self, folder: LabelledImages) -> LabelledImages | DecodedImageCache:
-        estimate = estimated_cache_bytes(len(folder), self.resize_size)
+        size = self.preprocessing.resize_size
+        estimate = estimated_cache_bytes(len(folder), size)
         if estimate > self.cache_max_gb * 1e9:
             log.warning(
                 "Not caching decoded images of %s: about %.1f GB > data.cache_max_gb=%s. "
@@ -170,7 +184,8 @@ class ImageFolderDataModule(LightningDataModule):
                 self.cache_max_gb,
             )
             return folder
-        return DecodedImageCache(folder, size=self.resize_size, draft_size=self.draft_size)
+        interpolation = self.preprocessing.interpolation_mode
+        return DecodedImageCache(folder, size, interpolation, draft_size=self.draft_size)
 
     @property
     def class_names(self) -> list[str]:
@@ -220,7 +235,7 @@ class ImageFolderDataModule(LightningDataModule):
         that `cache_features` had switched off."""
         self.features = {}
         if self.cache_features and self.train_set is not None:
-            self.train_set.transform = train_transform(self.image_size)
+            self.train_set.transform = self.preprocessing.train_transform()
 
     def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
         # Features are tensors already in memory: worker processes would only add cost.

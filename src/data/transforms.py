@@ -1,47 +1,112 @@
-"""The tutorial's image transforms: augmentation for training, a fixed centre crop for val."""
+"""How an image becomes a network input: the preprocessing the backbone's weights expect, and
+the one builder of the transforms that every command (train, eval, predict, export, figures)
+applies with it.
+"""
+
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torchvision.transforms import v2
 
-# ImageNet channel statistics; the pretrained backbone expects inputs normalised with them.
+from src.errors import UserError
+
+# ImageNet channel statistics: what torchvision's weights (and random init) are normalised with.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
-def _to_normalized_tensor(mean=IMAGENET_MEAN, std=IMAGENET_STD) -> list:
-    return [
-        v2.ToImage(),
-        # ToImage gives a (3, H, W) view of the pixels laid out channel-last; converting and
-        # normalising in that layout took longer than decoding a 500-pixel JPEG. The same
-        # values, laid out as (3, H, W) first: 0.89x -> 0.99x the tutorial's loader per
-        # worker (`python -m src.bench.loader`, see README "Speed").
-        v2.Lambda(torch.Tensor.contiguous),
-        v2.ToDtype(torch.float32, scale=True),
-        # In place on the fresh float tensor of ToDtype: one allocation less per image.
-        v2.Normalize(list(mean), list(std), inplace=True),
-    ]
+@dataclass(frozen=True)
+class Preprocessing:
+    """What the weights were trained to see: the shorter side resized to `resize_size` with
+    `interpolation` (antialiased), the central `image_size` square, pixels scaled to [0, 1],
+    then normalised with `mean` and `std` per channel.
 
+    The values come from the backbone's weights (`src.models.backbone.weights_preprocessing`)
+    and are saved in every checkpoint, so that evaluation, prediction, export and the figures
+    reproduce them from the checkpoint alone.
+    """
 
-def train_transform(image_size: int = 224) -> v2.Compose:
-    """RandomResizedCrop + horizontal flip, as in the tutorial."""
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(image_size, antialias=True),
-            v2.RandomHorizontalFlip(),
-            *_to_normalized_tensor(),
+    image_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise UserError(
+                f"Invalid data.interpolation={self.interpolation!r}: use one of "
+                f"{', '.join(INTERPOLATIONS)}, or null for the weights' own."
+            )
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise UserError(
+                f"Invalid data.mean={list(self.mean)} / data.std={list(self.std)}: give three "
+                "numbers each (one per RGB channel, std > 0), or null for the weights' own."
+            )
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+
+    @classmethod
+    def resolve(cls, weights: dict | None = None, **given) -> "Preprocessing":
+        """The weights' preprocessing (`None`: ImageNet's, as for random init) with the values
+        in `given` that are not None on top. An `image_size` given without `resize_size`
+        keeps the weights' crop fraction (224 of 256: 0.875)."""
+        base = cls(**(weights or {}))
+        given = {key: value for key, value in given.items() if value is not None}
+        if "image_size" in given and "resize_size" not in given:
+            given["resize_size"] = round(given["image_size"] * base.resize_size / base.image_size)
+        return replace(base, **given)
+
+    @classmethod
+    def fields_of(cls, values: dict) -> dict:
+        """The entries of `values` that are fields (an exported model's metadata has more)."""
+        return {field.name: values[field.name] for field in fields(cls) if field.name in values}
+
+    def as_dict(self) -> dict:
+        """Plain values for a checkpoint's hyper-parameters and an exported model's metadata."""
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @property
+    def interpolation_mode(self) -> v2.InterpolationMode:
+        return v2.InterpolationMode(self.interpolation)
+
+    def to_normalized_tensor(self) -> list:
+        """Pixels to a normalised float tensor (the last steps of every transform)."""
+        return [
+            v2.ToImage(),
+            # ToImage gives a (3, H, W) view of pixels laid out channel-last; converting and
+            # normalising in that layout took longer than decoding a 500-pixel JPEG.
+            v2.Lambda(torch.Tensor.contiguous),
+            v2.ToDtype(torch.float32, scale=True),
+            # In place on the fresh float tensor of ToDtype: one allocation less per image.
+            v2.Normalize(list(self.mean), list(self.std), inplace=True),
         ]
-    )
 
+    def eval_transform(self) -> v2.Compose:
+        """Resize the shorter side, take the central square, normalise: validation, test,
+        `src.eval`, `src.predict`, `src.export`'s parity check and the figures."""
+        return v2.Compose(
+            [
+                v2.Resize(self.resize_size, self.interpolation_mode, antialias=True),
+                v2.CenterCrop(self.image_size),
+                *self.to_normalized_tensor(),
+            ]
+        )
 
-def val_transform(
-    image_size: int = 224, resize_size: int = 256, mean=IMAGENET_MEAN, std=IMAGENET_STD
-) -> v2.Compose:
-    """Resize the shorter side to `resize_size`, then take the central `image_size` square.
-    (`mean`/`std`: those an exported model stores; they are the ImageNet ones.)"""
-    return v2.Compose(
-        [
-            v2.Resize(resize_size, antialias=True),
-            v2.CenterCrop(image_size),
-            *_to_normalized_tensor(mean, std),
-        ]
-    )
+    def train_transform(self) -> v2.Compose:
+        """The tutorial's augmentation: a random crop (8-100% of the image, resized to
+        `image_size`) and a horizontal flip, then the same normalisation as evaluation."""
+        return v2.Compose(
+            [
+                v2.RandomResizedCrop(self.image_size, interpolation=self.interpolation_mode),
+                v2.RandomHorizontalFlip(),
+                *self.to_normalized_tensor(),
+            ]
+        )
+
+    def denormalize(self, image: torch.Tensor) -> torch.Tensor:
+        """A normalised (3, H, W) tensor back to pixels in [0, 1], (H, W, 3), for display."""
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0)

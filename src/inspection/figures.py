@@ -15,7 +15,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
-from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from src.data.transforms import Preprocessing
 
 WRONG, RIGHT = "tab:red", "tab:green"
 # Longest class name a title or tick label shows; longer ones keep their start and end.
@@ -37,21 +37,16 @@ def new_figure(width: float, height: float, layout: str | None = "constrained") 
     return fig
 
 
-def denormalize(image: torch.Tensor):
-    """A normalised (3, H, W) tensor as an (H, W, 3) array in [0, 1] for imshow."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
-
-
 def image_grid(
     images: Sequence[torch.Tensor],
     titles: Sequence[str],
+    pre: Preprocessing,
     colors: Sequence[str] | None = None,
     suptitle: str = "",
     ncols: int = 4,
 ) -> Figure:
-    """Normalised images in a grid, each titled; `colors` tints a title and frames the image.
+    """Images normalised by `pre` in a grid, each titled; `colors` tints a title and frames the
+    image.
 
     The grid is one picture on one Axes (tiles, frames, titles as text), not one Axes per
     image: sixteen Axes made this the slowest part of a short run's figures.
@@ -74,7 +69,7 @@ def image_grid(
         color = colors[i] if colors else "black"
         h, w = image.shape[-2:]
         canvas[y : y + h + 2 * frame, x : x + w + 2 * frame] = np.multiply(to_rgb(color), 255)
-        tile = denormalize(image) * 255  # uint8 pixels: matplotlib resamples them faster
+        tile = pre.denormalize(image).numpy() * 255  # uint8: matplotlib resamples them faster
         canvas[y + frame : y + frame + h, x + frame : x + frame + w] = tile.round()
         ax.text(x + frame + w / 2, y - 0.04 * per_inch, titles[i], ha="center", va="bottom",
                 fontsize=9, color=color)  # fmt: skip
@@ -84,13 +79,13 @@ def image_grid(
     return fig
 
 
-def augmented_batch(images: torch.Tensor, labels: torch.Tensor, class_names) -> Figure:
+def augmented_batch(images: torch.Tensor, labels: torch.Tensor, class_names, pre) -> Figure:
     """The tutorial's `imshow` of a training batch: augmented inputs with their labels."""
     titles = [short(class_names[i]) for i in labels.tolist()]
-    return image_grid(list(images), titles, suptitle="Training inputs after augmentation")
+    return image_grid(list(images), titles, pre, suptitle="Training inputs after augmentation")
 
 
-def prediction_grid(images, predictions, indices: Sequence[int]) -> Figure:
+def prediction_grid(images, predictions, indices: Sequence[int], pre: Preprocessing) -> Figure:
     """The tutorial's `visualize_model`: predicted (with probability) vs true label;
     wrong predictions are titled and framed in red."""
     titles, colors = [], []
@@ -101,11 +96,11 @@ def prediction_grid(images, predictions, indices: Sequence[int]) -> Figure:
         colors.append(RIGHT if pred == true else WRONG)
     wrong = sum(c == WRONG for c in colors)
     return image_grid(
-        images, titles, colors, suptitle=f"Validation predictions ({wrong} wrong, in red)"
+        images, titles, pre, colors, suptitle=f"Validation predictions ({wrong} wrong, in red)"
     )
 
 
-def top_losses(images, predictions, indices: Sequence[int]) -> Figure:
+def top_losses(images, predictions, indices: Sequence[int], pre: Preprocessing) -> Figure:
     """The images the model gets most wrong, with their loss, prediction and true label."""
     names, titles = [short(name) for name in predictions.class_names], []
     for i in indices:
@@ -115,7 +110,7 @@ def top_losses(images, predictions, indices: Sequence[int]) -> Figure:
             f"pred {names[pred]} {predictions.probs[i, pred]:.2f}\ntrue {names[true]}"
         )
     colors = [WRONG if predictions.preds[i] != predictions.labels[i] else RIGHT for i in indices]
-    return image_grid(images, titles, colors, suptitle="Highest-loss validation images")
+    return image_grid(images, titles, pre, colors, suptitle="Highest-loss validation images")
 
 
 def confusion_matrix(cm: torch.Tensor, class_names: Sequence[str], title: str = "") -> Figure:

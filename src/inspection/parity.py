@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from src.data.images import load_rgb
-from src.data.transforms import val_transform
+from src.data.transforms import Preprocessing
 from src.errors import UserError
 from src.inspection.predictions import val_images
 from src.inspection.run_figures import sample
@@ -48,9 +48,9 @@ class Parity:
         )
 
 
-def user_images(files: list[Path], image_size: int, resize_size: int, draft_size=None):
-    """The readable images among `files`, through the validation transform."""
-    transform = val_transform(image_size, resize_size)
+def user_images(files: list[Path], pre: Preprocessing, draft_size=None):
+    """The readable images among `files`, through the evaluation transform."""
+    transform = pre.eval_transform()
     tensors, unreadable = [], []
     for path in files:
         try:
@@ -64,11 +64,11 @@ def user_images(files: list[Path], image_size: int, resize_size: int, draft_size
     return torch.stack(tensors)
 
 
-def run_val_images(run, class_names, n: int, image_size: int, resize_size: int, draft_size=None):
+def run_val_images(run, class_names, n: int, pre: Preprocessing, draft_size=None):
     """`n` images of the run's validation split (a fixed sample over every class), checked
     and read as training reads them."""
     splits = run.splits(wanted=("val",))
-    dataset = val_images(splits, class_names, image_size, resize_size, draft_size=draft_size)
+    dataset = val_images(splits, class_names, pre, draft_size=draft_size)
     return torch.stack([dataset[i][0] for i in sample(len(dataset), n)])
 
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
 from src.data.splits import Splits, image_split, require_classes
-from src.data.transforms import train_transform, val_transform
+from src.data.transforms import Preprocessing
 from src.data.validation import report_files
 
 
@@ -87,17 +87,15 @@ def labelled_images(
     return dataset, skipped
 
 
-def val_images(
-    splits, class_names, image_size=224, resize_size=256, skip_bad_images=True, draft_size=None
-):
-    """The validation split with the validation transform (resize + centre crop)."""
-    transform = val_transform(image_size, resize_size)
+def val_images(splits, class_names, pre: Preprocessing, skip_bad_images=True, draft_size=None):
+    """The validation split with the evaluation transform (resize + centre crop)."""
+    transform = pre.eval_transform()
     return labelled_images(splits, "val", class_names, transform, skip_bad_images, draft_size)[0]
 
 
-def train_images(splits, class_names, image_size=224, skip_bad_images=True, draft_size=None):
+def train_images(splits, class_names, pre: Preprocessing, skip_bad_images=True, draft_size=None):
     """The training split with the training augmentation (random crop + flip)."""
-    transform = train_transform(image_size)
+    transform = pre.train_transform()
     return labelled_images(splits, "train", class_names, transform, skip_bad_images, draft_size)[0]
 
 

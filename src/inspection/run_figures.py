@@ -18,7 +18,7 @@ import torch
 from src.inspection import figures
 from src.inspection.predictions import Predictions, predict_dataset, train_images, val_images
 from src.models.checkpoint import load_model
-from src.runs.run_dir import Run, draft_size, image_sizes
+from src.runs.run_dir import Run, checkpoint_preprocessing, draft_size
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,8 @@ def val_predictions(run: Run, data_dir=None, ckpt_path=None) -> tuple[Prediction
     """The best checkpoint's predictions over the validation images, and those images."""
     model = load_model(ckpt_path or run.best_ckpt)
     splits = run.splits(data_dir, wanted=("val",))
-    image_size, resize_size = image_sizes(run)
-    draft = draft_size(run, resize_size)
-    dataset = val_images(splits, model.hparams.class_names, image_size, resize_size, True, draft)
+    pre = checkpoint_preprocessing(model.hparams, run)
+    dataset = val_images(splits, model.hparams.class_names, pre, True, draft_size(run, pre))
     return predict_dataset(model, dataset), dataset
 
 
@@ -53,21 +52,21 @@ def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0, dataset
     `dataset`: the training set a run used (decoded-image cache and all); default: the
     training split of the run's `splits.csv`, with the training augmentation.
     """
+    pre = run.preprocessing
     if dataset is None:
         splits = run.splits(data_dir, wanted=("train",))
-        image_size, resize_size = image_sizes(run)
-        draft = draft_size(run, resize_size)
-        dataset = train_images(splits, run.class_names or [], image_size, True, draft)
+        dataset = train_images(splits, run.class_names or [], pre, True, draft_size(run, pre))
     with torch.random.fork_rng():  # the random crops and flips, without touching global state
         torch.manual_seed(seed)
         items = [dataset[i] for i in sample(len(dataset), n, seed)]
     images = torch.stack([image for image, _ in items])
     labels = torch.tensor([label for _, label in items])
-    return figures.augmented_batch(images, labels, dataset.classes)
+    return figures.augmented_batch(images, labels, dataset.classes, pre)
 
 
-def prediction_figures(predictions: Predictions, dataset, n: int = 16, seed: int = 0) -> dict:
-    """Prediction grid, confusion matrix and top losses of one set of predictions."""
+def prediction_figures(predictions: Predictions, dataset, pre, n: int = 16, seed: int = 0) -> dict:
+    """Prediction grid, confusion matrix and top losses of one set of predictions; `pre`: the
+    preprocessing the images went through (`Preprocessing`), undone for display."""
     shown = sample(len(dataset), n, seed)
     worst = predictions.losses.argsort(descending=True)[: min(8, len(dataset))].tolist()
     title = (
@@ -76,12 +75,12 @@ def prediction_figures(predictions: Predictions, dataset, n: int = 16, seed: int
     )
     return {
         "val_predictions": figures.prediction_grid(
-            [dataset[i][0] for i in shown], predictions, shown
+            [dataset[i][0] for i in shown], predictions, shown, pre
         ),
         "confusion_matrix": figures.confusion_matrix(
             predictions.confusion_matrix(), predictions.class_names, title
         ),
-        "top_losses": figures.top_losses([dataset[i][0] for i in worst], predictions, worst),
+        "top_losses": figures.top_losses([dataset[i][0] for i in worst], predictions, worst, pre),
     }
 
 
@@ -103,9 +102,10 @@ def run_figures(run_dir: str | Path, data_dir=None, validation=None, train_set=N
     made["augmented_batch"] = augmented_batch(run, data_dir, dataset=train_set)
     best_ckpt = run.summary.best_ckpt_path(run.path) if run.summary else None
     if validation is not None:
-        made.update(prediction_figures(*validation))
+        made.update(prediction_figures(*validation, run.preprocessing))
     elif best_ckpt is not None and best_ckpt.is_file():
-        made.update(prediction_figures(*val_predictions(run, data_dir, best_ckpt)))
+        predictions, dataset = val_predictions(run, data_dir, best_ckpt)
+        made.update(prediction_figures(predictions, dataset, run.preprocessing))
     else:
         log.info("No best checkpoint in %s: no prediction figures.", run.path)
     return {name: made[name] for name in FIGURE_NAMES if name in made}

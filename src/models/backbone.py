@@ -7,6 +7,7 @@ of that backbone (downloaded once by torchvision or timm), a local file, or nowh
 """
 
 import logging
+import math
 from pathlib import Path
 from urllib.error import URLError
 
@@ -34,30 +35,80 @@ IMAGENET_CLASSES = 1000
 
 
 def build_backbone(
-    name: str, weights: str | None, kwargs: dict | None = None
+    name: str, weights: str | None, kwargs: dict | None = None, weights_by_position: bool = False
 ) -> tuple[nn.Module, int]:
     """Return the backbone of `name` without its classification layer, and its feature width.
 
     `weights`: a weights name of that backbone (torchvision: `DEFAULT`, `IMAGENET1K_V1`, ...;
     timm: `DEFAULT` or a pretrained tag such as `augreg_in21k_ft_in1k`), a path to a state
     dict (`.pth`, `.pt`, `.safetensors`, or a `.ckpt` of this template), or `None` for
-    random initialisation. `kwargs` go to the model's constructor (e.g. a ViT's image size).
+    random initialisation. `kwargs` go to the model's constructor (e.g. a ViT's image size;
+    a `None` value keeps the constructor's default). `weights_by_position`: load a file
+    whose key names differ from the architecture's by the order of its tensors (see
+    `load_local_weights`).
     """
     backbone = parse_backbone(name)
-    kwargs = dict(kwargs or {})
+    kwargs = {key: value for key, value in (kwargs or {}).items() if value is not None}
     local = weights is not None and looks_like_path(str(weights))
     if not local:
         check_weights(backbone, weights)
-    if backbone.is_timm:
-        net, heads, width = _timm_model(backbone, None if local else weights, kwargs)
-    else:
-        net, heads, width = _torchvision_model(backbone, None if local else weights, kwargs)
+    build = _timm_model if backbone.is_timm else _torchvision_model
+    net = build(backbone, None if local else weights, kwargs)
+    heads = classifier_prefixes(net, backbone)
     if local:
-        load_local_weights(net, Path(str(weights)), backbone, heads)
-    return net, width
+        load_local_weights(net, Path(str(weights)), backbone, heads, weights_by_position)
+    return net, remove_classifier(net, backbone)
 
 
-def _torchvision_model(backbone: BackboneName, weights: str | None, kwargs: dict):
+def weights_preprocessing(name: str, weights: str | None) -> dict | None:
+    """The preprocessing the backbone's weights were trained with, as `Preprocessing`'s fields
+    (`src.data.transforms`); None for random initialisation (ImageNet's values then).
+
+    timm: the model's data config (`timm.data.resolve_data_config`), also for a local weights
+    file of a timm architecture (the config of its default or named pretrained tag).
+    torchvision: the weights' own transforms; a local file gets those of `DEFAULT`.
+    """
+    if weights is None:
+        return None
+    backbone = parse_backbone(name)
+    local = looks_like_path(str(weights))
+    if backbone.is_timm:
+        from timm.data import resolve_data_config
+        from timm.models import get_pretrained_cfg
+
+        tag = backbone.tag if local or weights == DEFAULT_WEIGHTS else weights
+        pretrained = get_pretrained_cfg(f"{backbone.arch}.{tag}" if tag else backbone.arch)
+        if pretrained is None:  # a model timm has no pretrained weights for
+            return None
+        config = resolve_data_config(pretrained_cfg=pretrained.to_dict())
+        if config.get("crop_mode", "center") != "center":
+            log.warning(
+                "%s was evaluated with crop mode %r; this template always centre-crops.",
+                backbone, config["crop_mode"],
+            )  # fmt: skip
+        size = config["input_size"][-1]
+        return {
+            "image_size": size,
+            "resize_size": math.floor(size / config["crop_pct"]),  # as timm's eval transform
+            "mean": list(config["mean"]),
+            "std": list(config["std"]),
+            "interpolation": config["interpolation"],
+        }
+    from torchvision.models import get_model_weights
+
+    transforms = get_model_weights(backbone.arch)[
+        DEFAULT_WEIGHTS if local else weights
+    ].transforms()
+    return {
+        "image_size": transforms.crop_size[0],
+        "resize_size": transforms.resize_size[0],
+        "mean": list(transforms.mean),
+        "std": list(transforms.std),
+        "interpolation": transforms.interpolation.value,
+    }
+
+
+def _torchvision_model(backbone: BackboneName, weights: str | None, kwargs: dict) -> nn.Module:
     from torchvision.models import get_model, get_model_weights
 
     tv_weights = get_model_weights(backbone.arch)[weights] if weights else None
@@ -81,9 +132,7 @@ def _torchvision_model(backbone: BackboneName, weights: str | None, kwargs: dict
         for aux in ("AuxLogits", "aux1", "aux2"):
             if hasattr(net, aux):
                 setattr(net, aux, None)
-    head_name, head = last_classifier_layer(net, backbone)
-    replace_module(net, head_name, nn.Identity())
-    return net, (f"{head_name}.",), head.in_features
+    return net
 
 
 def last_classifier_layer(net: nn.Module, backbone) -> tuple[str, nn.Linear]:
@@ -101,20 +150,36 @@ def last_classifier_layer(net: nn.Module, backbone) -> tuple[str, nn.Linear]:
     return linears[-1]
 
 
-def replace_module(net: nn.Module, dotted_name: str, new: nn.Module) -> None:
-    parent_name, _, child = dotted_name.rpartition(".")
+def classifier_prefixes(net: nn.Module, backbone: BackboneName) -> tuple[str, ...]:
+    """Where the network's (and its weights files') classifier parameters are: `fc.`, ..."""
+    if backbone.is_timm:  # ("head", "fc"; two names for distilled models)
+        heads = net.pretrained_cfg.get("classifier") or "head"
+        return tuple(f"{h}." for h in ([heads] if isinstance(heads, str) else heads))
+    return (f"{last_classifier_layer(net, backbone)[0]}.",)
+
+
+def remove_classifier(net: nn.Module, backbone: BackboneName) -> int:
+    """Drop the network's classification layer, so it returns pooled features; their width."""
+    if backbone.is_timm:
+        head = net.get_classifier()
+        width = head.in_features if isinstance(head, nn.Linear) else net.num_features
+        net.reset_classifier(0)  # timm's own way to drop the head
+        return width
+    name, head = last_classifier_layer(net, backbone)
+    parent_name, _, child = name.rpartition(".")
     parent = net.get_submodule(parent_name) if parent_name else net
-    parent._modules[child] = new  # also for the numbered children of nn.Sequential
+    parent._modules[child] = nn.Identity()  # also for the numbered children of nn.Sequential
+    return head.in_features
 
 
-def _timm_model(backbone: BackboneName, weights: str | None, kwargs: dict):
+def _timm_model(backbone: BackboneName, weights: str | None, kwargs: dict) -> nn.Module:
     import timm
 
     full_name = f"{backbone.arch}.{backbone.tag}" if backbone.tag else backbone.arch
     if weights and weights != DEFAULT_WEIGHTS:
         full_name = f"{backbone.arch}.{weights}"
     try:
-        net = timm.create_model(full_name, pretrained=weights is not None, **kwargs)
+        return timm.create_model(full_name, pretrained=weights is not None, **kwargs)
     except OSError as err:  # huggingface_hub's "not in the cache and no connection"
         raise UserError(
             f"Could not download the timm weights {full_name} ({type(err).__name__}: "
@@ -124,54 +189,71 @@ def _timm_model(backbone: BackboneName, weights: str | None, kwargs: dict):
         raise UserError(
             f"Cannot build {backbone} with model.backbone_kwargs={kwargs}: {err}"
         ) from err
-    head = net.get_classifier()
-    width = head.in_features if isinstance(head, nn.Linear) else net.num_features
-    # Where timm files hold the classifier ("head", "fc"; two names for distilled models).
-    heads = net.pretrained_cfg.get("classifier") or "head"
-    heads = tuple(f"{h}." for h in ([heads] if isinstance(heads, str) else heads))
-    net.reset_classifier(0)  # timm's own way to drop the head: forward returns pooled features
-    if weights is not None:
-        warn_on_other_normalisation(full_name, net.pretrained_cfg)
-    return net, heads, width
-
-
-def warn_on_other_normalisation(name: str, pretrained_cfg: dict) -> None:
-    """The data pipeline normalises with ImageNet's mean and std; say when weights expect other."""
-    from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    mean, std = pretrained_cfg.get("mean"), pretrained_cfg.get("std")
-    if mean is None or std is None:
-        return
-    given, expected = (*mean, *std), (*IMAGENET_MEAN, *IMAGENET_STD)
-    if len(given) != len(expected) or any(
-        abs(a - b) > 1e-3 for a, b in zip(given, expected, strict=True)
-    ):
-        log.warning(
-            "%s was pretrained on inputs normalised with mean %s and std %s; this template "
-            "normalises with ImageNet's %s and %s. Fine-tuning adapts to it, but frozen "
-            "features are off their training distribution.",
-            name, mean, std, IMAGENET_MEAN, IMAGENET_STD,
-        )  # fmt: skip
 
 
 def load_local_weights(
-    net: nn.Module, path: Path, backbone: BackboneName, skip_prefixes: tuple[str, ...]
+    net: nn.Module,
+    path: Path,
+    backbone: BackboneName,
+    heads: tuple[str, ...],
+    by_position: bool = False,
 ) -> None:
-    """Load a state dict file into `net`; every key but the old classifier's must match.
+    """Load a state dict file into `net`; every key but the classifier's (`heads`) must match.
 
     Accepts a plain state dict (torchvision's and timm's downloads), one wrapped in
     `{"state_dict": ...}` or `{"model": ...}`, and a checkpoint of this template (its
     `backbone.*` weights). A classifier of any size (another task's head) is dropped.
+    `by_position` (`model.weights_by_position`): the file's key names may differ from the
+    architecture's (weights exported by another library); its tensors are matched to the
+    architecture's in order, every shape must agree, and the mapping is logged.
     """
     state_dict = read_state_dict(path)
-    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(skip_prefixes)}
-    mismatch = state_dict_mismatch(net.state_dict(), state_dict)
+    if by_position:
+        state_dict = rename_by_position(state_dict, net.state_dict(), heads, path)
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(heads)}
+    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(heads)}
+    mismatch = state_dict_mismatch(expected, state_dict)
     if mismatch:
+        renamed = " Same tensors under other names: add model.weights_by_position=true."
         raise UserError(
             f"model.weights file {path} does not hold {display_name(backbone)} weights: "
             f"{mismatch}. Use weights saved from the same architecture as model.backbone."
+            + ("" if by_position else renamed)
         )
-    net.load_state_dict(state_dict)
+    net.load_state_dict(state_dict, strict=False)
+
+
+def rename_by_position(
+    given: dict[str, torch.Tensor], expected: dict, heads: tuple[str, ...], path: Path
+) -> dict[str, torch.Tensor]:
+    """`given`'s tensors under `expected`'s names, paired in order; logs the pairs.
+
+    The file holds either every tensor of the architecture or all but its classifier; a
+    classifier of another size (another task's head) is left out.
+    """
+    names = list(expected)
+    if len(given) != len(names):
+        names = [k for k in names if not k.startswith(heads)]
+    if len(given) != len(names):
+        raise UserError(
+            f"model.weights_by_position: {path} holds {len(given)} tensors, but the "
+            f"architecture has {len(expected)} ({len(names)} without its classifier), so they "
+            "cannot be paired in order. Check model.backbone."
+        )
+    renamed, pairs = {}, []
+    for name, (source, tensor) in zip(names, given.items(), strict=True):
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            if name.startswith(heads):
+                continue
+            raise UserError(
+                f"model.weights_by_position: tensor {len(pairs) + 1} of {path}, {source} "
+                f"{tuple(tensor.shape)}, does not fit {name} {tuple(expected[name].shape)}: "
+                "the file is not of this architecture, or its tensors are in another order."
+            )
+        renamed[name] = tensor
+        pairs.append(f"  {name} <- {source}")
+    log.info("Loaded %s by position (%d tensors):\n%s", path, len(pairs), "\n".join(pairs))
+    return renamed
 
 
 def state_dict_mismatch(expected: dict, given: dict) -> str:

@@ -14,7 +14,6 @@ from typing import IO
 import torch
 from torch import nn
 
-from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from src.models.exported import INPUT_NAME, OUTPUT_NAME
 
 
@@ -29,32 +28,22 @@ class Probabilities(nn.Module):
         return self.model(images).float().softmax(dim=1)
 
 
-def preprocessing(image_size: int, resize_size: int, jpeg_draft: bool = False) -> dict:
-    """What `src.data.transforms.val_transform` does to an image, for users of the file
-    (`jpeg_draft`: the run read JPEGs in Pillow's draft mode, see `src.data.images`)."""
-    return {
-        "resize_size": resize_size,
-        "image_size": image_size,
-        "jpeg_draft": jpeg_draft,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
-        "steps": (
-            "RGB image (with jpeg_draft, JPEGs decoded at the smallest 1/2, 1/4 or 1/8 "
-            "scale whose sides stay at least resize_size); resize the shorter side to "
-            "resize_size (bilinear, antialiased); "
-            "centre crop image_size x image_size; scale to [0, 1]; subtract mean and divide "
-            "by std per channel; layout (N, 3, H, W) float32"
-        ),
-    }
-
-
-def metadata(
-    class_names: list[str], image_size: int, resize_size: int, jpeg_draft: bool = False
-) -> dict[str, str]:
-    """The JSON strings stored with the model (ONNX metadata, TorchScript extra files)."""
+def metadata(class_names: list[str], preprocessing: dict, jpeg_draft: bool = False) -> dict:
+    """The JSON strings stored with the model (ONNX metadata, TorchScript extra files): the class
+    names, and `preprocessing` (`Preprocessing.as_dict()` of `src.data.transforms`) with
+    `jpeg_draft` (the run read JPEGs in Pillow's draft mode, see `src.data.images`) and the
+    steps in words, for users of the file."""
+    steps = (
+        "RGB image (with jpeg_draft, JPEGs decoded at the smallest 1/2, 1/4 or 1/8 scale whose "
+        "sides stay at least resize_size); resize the shorter side to resize_size "
+        f"({preprocessing['interpolation']}, antialiased); centre crop image_size x image_size; "
+        "scale to [0, 1]; subtract mean and divide by std per channel; layout (N, 3, H, W) "
+        "float32"
+    )
+    preprocessing = {**preprocessing, "jpeg_draft": jpeg_draft, "steps": steps}
     return {
         "class_names": json.dumps(list(class_names)),
-        "preprocessing": json.dumps(preprocessing(image_size, resize_size, jpeg_draft)),
+        "preprocessing": json.dumps(preprocessing),
     }
 
 

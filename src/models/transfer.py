@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from lightning.pytorch import LightningModule
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
@@ -29,6 +29,11 @@ class TransferLearningModel(LightningModule):
         class_names: label names, saved in the checkpoint so prediction needs no data folder.
         weights: a weights name of the backbone (`IMAGENET1K_V1`, `DEFAULT`, a timm tag), a
             path to a weights file, or `None` (random init).
+        weights_by_position: a weights file whose key names differ from the architecture's is
+            loaded by the order of its tensors (`src.models.backbone.load_local_weights`).
+        preprocessing: what the inputs went through (`Preprocessing.as_dict()` of
+            `src.data.transforms`), saved in the checkpoint so that every command that loads
+            it prepares images the same way.
         freeze_backbone: train only the head; the backbone gets no gradients and its
             BatchNorm layers stay in eval mode, so their running statistics never change.
             (The tutorial's `model.train()` quietly keeps updating them.)
@@ -53,6 +58,7 @@ class TransferLearningModel(LightningModule):
         num_classes: int,
         class_names: list[str] | None = None,
         weights: str | None = "IMAGENET1K_V1",
+        weights_by_position: bool = False,
         freeze_backbone: bool = False,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
@@ -63,15 +69,15 @@ class TransferLearningModel(LightningModule):
         class_weights: Sequence[float] | None = None,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
+        preprocessing: dict | None = None,
     ) -> None:
         super().__init__()
         # Plain lists and dicts (not OmegaConf's) keep the checkpoint loadable with
         # `weights_only=True`; save_hyperparameters reads these locals.
         class_names = [str(name) for name in class_names] if class_names else None
         class_weights = None if class_weights is None else [float(w) for w in class_weights]
-        if isinstance(backbone_kwargs, DictConfig):
-            backbone_kwargs = OmegaConf.to_container(backbone_kwargs, resolve=True)
-        backbone_kwargs = dict(backbone_kwargs or {})
+        backbone_kwargs = plain(backbone_kwargs) or {}
+        preprocessing = plain(preprocessing)
         # Optimizer/scheduler factories are config objects, not model state: keeping them
         # out of the checkpoint lets it load with `weights_only=True`.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
@@ -80,7 +86,9 @@ class TransferLearningModel(LightningModule):
         self.channels_last = channels_last
         self.layer_decay = layer_decay
 
-        self.backbone, width = build_backbone(backbone, weights, backbone_kwargs)
+        self.backbone, width = build_backbone(
+            backbone, weights, backbone_kwargs, weights_by_position
+        )
         self.fc = nn.Linear(width, num_classes)
         # A plain list, not a ModuleList: the stages' modules are registered in the backbone.
         self.stages = backbone_stages(self.backbone)
@@ -239,3 +247,10 @@ class TransferLearningModel(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
         }
+
+
+def plain(value):
+    """A config value as plain dicts and lists (what a `weights_only` checkpoint can hold)."""
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value

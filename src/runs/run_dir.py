@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from src.data.splits import FILE_NAME as SPLITS_FILE
 from src.data.splits import SPLIT_NAMES, Splits, SplitSettings, build_splits
+from src.data.transforms import Preprocessing
 from src.errors import UserError
 from src.runs.summary import RunSummary
 
@@ -84,6 +85,16 @@ class Run:
         raise UserError(
             f"Run {self.path} {why}. Pass a checkpoint file with ckpt_path=... instead."
         )
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """How the run prepared its images, as its summary records it; for a run of an older
+        version of the template, its sizes (224 / 256 without) and ImageNet's statistics."""
+        if self.summary is not None and self.summary.preprocessing:
+            return Preprocessing(**self.summary.preprocessing)
+        data = self.config.get("data", {})
+        sizes = {"image_size": data.get("image_size") or 224}
+        return Preprocessing(**sizes, resize_size=data.get("resize_size") or 256)
 
     def splits(self, data_dir: str | Path | None = None, wanted=SPLIT_NAMES) -> Splits:
         """The split this run trained on: its splits.csv, over its data folder.
@@ -243,16 +254,18 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def image_sizes(run: Run | None, image_size=None, resize_size=None) -> tuple[int, int]:
-    """Crop and resize sizes for a run's checkpoint: the given ones, else those of the run's
-    config.yaml, else the tutorial's 224 / 256."""
-    data = run.config.get("data", {}) if run else {}
-    return image_size or data.get("image_size", 224), resize_size or data.get("resize_size", 256)
+def checkpoint_preprocessing(
+    hparams: dict, run: Run | None, image_size=None, resize_size=None
+) -> Preprocessing:
+    """How the checkpoint's run prepared its images (saved in the checkpoint), with the sizes
+    given on top; for a checkpoint of an older version of the template, its run's."""
+    saved = hparams.get("preprocessing") or (run.preprocessing.as_dict() if run else None)
+    return Preprocessing.resolve(saved, image_size=image_size, resize_size=resize_size)
 
 
-def draft_size(run: Run | None, resize_size: int, jpeg_draft: bool | None = None) -> int | None:
-    """The `draft_size` for `load_rgb` that reads images as the run did: `resize_size` when
+def draft_size(run: Run | None, pre: Preprocessing, jpeg_draft: bool | None = None):
+    """The `draft_size` for `load_rgb` that reads images as the run did: `pre.resize_size` when
     `jpeg_draft` (None: the run's data.jpeg_draft, false without a run) is true."""
     if jpeg_draft is None:
         jpeg_draft = bool(run.config.get("data", {}).get("jpeg_draft")) if run else False
-    return resize_size if jpeg_draft else None
+    return pre.resize_size if jpeg_draft else None

@@ -32,6 +32,9 @@ class RunSummary:
     precision: str | None = None
     accelerator: str | None = None
     seed: int | None = None
+    # How images became network inputs (`Preprocessing` of src.data.transforms): from the
+    # backbone's weights, with the data.* keys on top.
+    preprocessing: dict = field(default_factory=dict)
     interrupted: bool = False
     interrupted_by: str | None = None  # "SIGINT" or "SIGTERM"
     resumed_from: str | None = None

@@ -27,6 +27,7 @@ def check_config(cfg: DictConfig) -> None:
     require(cfg, "strategy.probe_epochs", is_count(0), "an integer >= 0 (epochs)")
     require(cfg, "strategy.unfreeze_every", is_count(1), "an integer >= 1 (epochs)")
     check_phases(cfg)
+    check_strategy(OmegaConf.select(cfg, "trainer.strategy"))
     if OmegaConf.select(cfg, "data.cache_features") and not head_trains_alone_first(cfg):
         raise UserError(
             "data.cache_features=true needs strategy=frozen, or a strategy that starts with "
@@ -48,6 +49,17 @@ def check_config(cfg: DictConfig) -> None:
                 f"monitor={cfg.monitor}: set monitor={checkpoint_monitor} instead, so that the "
                 "summary, the Result line and the sweep objective follow the same metric."
             )
+
+
+def check_strategy(strategy) -> None:
+    """Refuse Lightning strategies whose training processes are not runs of this command."""
+    if isinstance(strategy, str) and any(k in strategy for k in ("spawn", "fork", "notebook")):
+        raise UserError(
+            f"trainer.strategy={strategy} trains in processes started from this one, whose "
+            "epochs and checkpoints it then does not see (summary.json would report none). "
+            "Use trainer=ddp_cpu (2 processes on the CPU) or trainer=ddp (GPUs): Lightning's "
+            "DDP starts every process as a run of this command."
+        )
 
 
 def valid_class_weights(value) -> bool:
