@@ -27,21 +27,21 @@ WEIGHTS ?= null
 EPOCHS ?= 25
 SEEDS ?= 42
 bench: install
-	$(PYTHON) -m src.bench.compare_tutorial --data-dir $(DATA) --weights $(WEIGHTS) \
+	$(PYTHON) -m benchmarks.compare_tutorial --data-dir $(DATA) --weights $(WEIGHTS) \
 		--epochs $(EPOCHS) --seeds $(SEEDS) --cache-features
 
 # Short runs, whole process: 2 and 4 epochs of both strategies, and a multirun of 4 jobs.
 bench-short: install
-	$(PYTHON) -m src.bench.compare_tutorial --data-dir $(DATA) --weights $(WEIGHTS) \
+	$(PYTHON) -m benchmarks.compare_tutorial --data-dir $(DATA) --weights $(WEIGHTS) \
 		--epochs 2 4 --seeds $(SEEDS) --multirun-jobs 4
 
 # One loader worker, uncached, images/s by JPEG size: template vs ImageFolder + PIL.
 bench-loader: install
-	$(PYTHON) -m src.bench.loader --data-dir $(DATA)
+	$(PYTHON) -m benchmarks.loader --data-dir $(DATA)
 
 # On a CUDA machine: 25 finetune epochs with the defaults, loader share, peak GPU memory.
 bench-gpu: install
-	$(PYTHON) -m src.bench.gpu_check --data-dir $(DATA) --weights $(WEIGHTS) --epochs $(EPOCHS)
+	$(PYTHON) -m benchmarks.gpu_check --data-dir $(DATA) --weights $(WEIGHTS) --epochs $(EPOCHS)
 
 lint: install
 	$(PYTHON) -m ruff check .

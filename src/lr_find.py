@@ -10,7 +10,6 @@ strategy and data that `src.train` would use with the same overrides. With `lp_f
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import hydra
@@ -33,11 +32,11 @@ def main(cfg: DictConfig) -> None:
 
 
 def is_lr_find_key(override: str) -> bool:
-    return override.lstrip("+~").startswith(("lr_find.", "hydra.", "model.optimizer.lr="))
+    return override.lstrip("+~").startswith(("lr_find.", "hydra.", "optimizer.lr="))
 
 
 def train_command(overrides: list[str], lr: float) -> str:
-    return " ".join(["python -m src.train", *overrides, f"model.optimizer.lr={lr:.3g}"])
+    return " ".join(["python -m src.train", *overrides, f"optimizer.lr={lr:.3g}"])
 
 
 def find_lr(cfg: DictConfig) -> dict:
@@ -47,12 +46,11 @@ def find_lr(cfg: DictConfig) -> dict:
     from lightning.pytorch.tuner import Tuner
 
     from src.errors import UserError
-    from src.train import data_and_model, strategy_callbacks
+    from src.train import data_and_model
     from src.training.config_checks import check_config
     from src.training.precision import resolve_precision
 
     logging.getLogger("lightning").handlers.clear()  # Hydra's handler prints already
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     check_config(cfg)
     settings = cfg.lr_find
     if not 0 < settings.min_lr < settings.max_lr:
@@ -65,8 +63,9 @@ def find_lr(cfg: DictConfig) -> dict:
     datamodule, model = data_and_model(cfg)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     # Only the strategy's callbacks: they freeze what the first epochs of training freeze.
+    callbacks = [instantiate(c) for c in (cfg.strategy.get("callbacks") or {}).values()]
     trainer = instantiate(
-        cfg.trainer, callbacks=strategy_callbacks(cfg), logger=False, precision=precision,
+        cfg.trainer, callbacks=callbacks, logger=False, precision=precision,
         enable_checkpointing=False,
     )  # fmt: skip
     finder = Tuner(trainer).lr_find(

@@ -32,7 +32,7 @@ def model(backbone: str, num_classes: int = 3, **kwargs) -> TransferLearningMode
 )
 def test_new_head_replaces_the_classifier_wherever_it_sits(backbone, kwargs, width):
     net = model(backbone, backbone_kwargs=kwargs)
-    assert net.fc.in_features == width
+    assert net.head.in_features == width
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 3)
     old_heads = [m for m in net.backbone.modules() if isinstance(m, nn.Linear)]
     assert all(m.out_features != 1000 for m in old_heads)

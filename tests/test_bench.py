@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.bench import gpu_check, loader
-from src.bench.gpu_check import TIMING_FILE
+from benchmarks import gpu_check, loader
+from benchmarks.gpu_check import TIMING_FILE
 from src.train import train
 from tests.helpers.config import ROOT
 
@@ -19,7 +19,7 @@ from tests.helpers.config import ROOT
 def test_benchmark_reports_both_loops_for_each_strategy_and_a_multirun(image_folder, tmp_path):
     out = tmp_path / "bench"
     result = subprocess.run(
-        [sys.executable, "-m", "src.bench.compare_tutorial", "--data-dir", str(image_folder),
+        [sys.executable, "-m", "benchmarks.compare_tutorial", "--data-dir", str(image_folder),
          "--epochs", "1", "--multirun-jobs", "2", "--out-dir", str(out), "--",
          "data.num_workers=0", "data.image_size=32", "data.resize_size=36"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -51,7 +51,7 @@ def test_benchmark_reports_both_loops_for_each_strategy_and_a_multirun(image_fol
 def test_strategy_benchmark_reports_each_seed_of_a_multirun(image_folder, tmp_path):
     out = tmp_path / "strategies"
     result = subprocess.run(
-        [sys.executable, "-m", "src.bench.strategies", "--data-dir", str(image_folder),
+        [sys.executable, "-m", "benchmarks.strategies", "--data-dir", str(image_folder),
          "--models", "mobilenet_v3_small", "--strategies", "lp_ft", "--epochs", "2",
          "--seeds", "1", "2", "--out", str(out), "data.num_workers=0", "data.image_size=32",
          "data.resize_size=36"],
@@ -67,8 +67,8 @@ def test_strategy_benchmark_reports_each_seed_of_a_multirun(image_folder, tmp_pa
 
 
 def test_gpu_check_times_the_loader_and_the_steps(fast_config):
-    cfg = fast_config("trainer.max_epochs=2", "data.batch_size=4",
-                      "+callbacks.step_timing._target_=src.bench.gpu_check.StepTiming")  # fmt: skip
+    timing = "+callbacks.step_timing._target_=benchmarks.gpu_check.StepTiming"
+    cfg = fast_config("trainer.max_epochs=2", "data.batch_size=4", timing)
     train(cfg)
     timing = json.loads((Path(cfg.paths.output_dir) / TIMING_FILE).read_text())
     assert timing["steps"] == 2 * 3  # 12 training images in batches of 4

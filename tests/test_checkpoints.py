@@ -38,7 +38,7 @@ def ckpt_run(tmp_path_factory):
     (root / "run").mkdir()
     cfg = compose_train_config(
         [*FAST, f"data.data_dir={data}", f"paths.output_dir={root / 'run'}",
-         "trainer.max_epochs=3", "model.optimizer.lr=0.05"]
+         "trainer.max_epochs=3", "optimizer.lr=0.05"]
     )  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(root / "cache"))

@@ -11,6 +11,7 @@ from src.data.transforms import Preprocessing
 from src.inspection import figures, run_figures
 from src.inspection.predictions import Predictions
 from src.inspection.run_figures import FIGURE_NAMES, prediction_figures, write_run_figures
+from src.models import checkpoint
 from src.models.transfer import TransferLearningModel
 from src.runs.run_dir import read_metrics
 from src.train import train
@@ -47,7 +48,7 @@ def test_training_figures_show_the_best_checkpoints_final_validation(fast_config
 
     monkeypatch.setattr(TransferLearningModel, "forward", recording_forward)
     monkeypatch.setattr(run_figures, "prediction_figures", recording_figures)
-    monkeypatch.setattr(run_figures, "load_model", None)  # a second pass would call it
+    monkeypatch.setattr(checkpoint, "load_model", None)  # a second pass would call it
     cfg = fast_config("figures=true", "trainer.max_epochs=2")
     summary = train(cfg)
 

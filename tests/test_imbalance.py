@@ -2,7 +2,6 @@
 they promise, the metrics that expose a minority class are logged, and any of them can pick
 the best checkpoint."""
 
-import functools
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from torch.nn import functional as F
 
 from src.data.balance import loss_weights
 from src.errors import UserError, find_cause
-from src.models.metrics import logged_metrics
+from src.models.metrics import higher_is_better
 from src.models.transfer import TransferLearningModel
 from src.runs.run_dir import read_metrics
 from src.train import train
@@ -50,7 +49,7 @@ def test_balanced_sampler_draws_the_minority_class_as_often_as_the_majority(nine
 def test_balanced_sampler_resumes_to_the_same_epochs(nine_to_one, tmp_path):
     # Frozen: only the head trains, the quickest run whose batches change its numbers.
     recipe = [*FAST, f"data.data_dir={nine_to_one}", "data.sampler=balanced", "strategy=frozen",
-              "trainer.deterministic=true", "model.optimizer.lr=0.05"]  # fmt: skip
+              "trainer.deterministic=true", "optimizer.lr=0.05"]  # fmt: skip
 
     def run(name: str, *overrides: str) -> Path:
         out = tmp_path / name
@@ -82,10 +81,17 @@ def test_class_weights_weigh_the_training_loss_only():
         return TransferLearningModel(2, ["ants", "bees"], weights=None, class_weights=class_weights)
 
     weighted, plain = model([20 / 36, 5.0]), model()
-    logits, labels = torch.randn(6, 2), torch.tensor([0, 0, 0, 0, 0, 1])
+    # Backbone features (N, 512) go straight to the head.
+    features, labels = torch.randn(6, 512), torch.tensor([0, 0, 0, 0, 0, 1])
+    logits = weighted.head(features)
     expected = F.cross_entropy(logits, labels, weight=torch.tensor([20 / 36, 5.0]))
-    assert weighted.criterion(logits, labels) == pytest.approx(expected.item())
-    assert plain.criterion(logits, labels) == pytest.approx(F.cross_entropy(logits, labels).item())
+    assert weighted.training_step((features, labels), 0).item() == pytest.approx(expected.item())
+    plain.head.load_state_dict(weighted.head.state_dict())
+    unweighted = F.cross_entropy(logits, labels).item()
+    assert plain.training_step((features, labels), 0).item() == pytest.approx(unweighted)
+    # Validation reports the plain cross-entropy either way, comparable between runs.
+    weighted.update_metrics((features, labels), weighted.val_loss, weighted.val_metrics)
+    assert weighted.val_loss.compute().item() == pytest.approx(unweighted)
     # The weights travel in the hyper-parameters, not the weights: checkpoints interchange.
     assert weighted.state_dict().keys() == plain.state_dict().keys()
     plain.load_state_dict(weighted.state_dict())
@@ -103,13 +109,14 @@ def test_monitored_f1_picks_names_and_reports_the_best_checkpoint(nine_to_one, t
     out.mkdir()
     cfg = compose_train_config(
         [*FAST, f"data.data_dir={nine_to_one}", f"paths.output_dir={out}",
-         "trainer.max_epochs=3", "trainer.precision=32-true", "model.optimizer.lr=0.05",
+         "trainer.max_epochs=3", "trainer.precision=32-true", "optimizer.lr=0.05",
          "strategy=frozen",
          "monitor=val/f1_macro", "data.sampler=balanced", "model.class_weights=balanced"]
     )  # fmt: skip
     summary = train(cfg)
     logged = read_metrics(out / "csv" / "metrics.csv")
-    assert set(logged_metrics("val", ["ants", "bees"])) <= set(logged)
+    model = load_model(summary.best_ckpt)
+    assert set(higher_is_better(model.val_metrics, ["ants", "bees"])) <= set(logged)
     f1 = logged["val/f1_macro"]
     best_epoch = max(f1, key=lambda e: (f1[e], -e))  # the first epoch reaching the best
     assert (summary.monitor, summary.best_epoch) == ("val/f1_macro", best_epoch)
@@ -123,7 +130,6 @@ def test_monitored_f1_picks_names_and_reports_the_best_checkpoint(nine_to_one, t
     assert "best val/f1_macro" in summary.result_line(out)
 
     # The best checkpoint's metrics, against scikit-learn on its predictions.
-    model = load_model(summary.best_ckpt)
     assert model.hparams.class_weights == pytest.approx([20 / 36, 5.0])
     val = val_images(build_splits(nine_to_one), ["ants", "bees"], Preprocessing(32, 36))
     predictions = predict_dataset(model, val)
@@ -138,13 +144,13 @@ def test_monitored_f1_picks_names_and_reports_the_best_checkpoint(nine_to_one, t
 
 def test_test_split_logs_the_same_metrics_as_validation(nine_to_one):
     dm = datamodule(nine_to_one, **SIZES)
-    model = TransferLearningModel(2, ["ants", "bees"], weights=None, optimizer=functools.partial(
-        torch.optim.SGD, lr=0.1))  # fmt: skip
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
+    model = TransferLearningModel(2, ["ants", "bees"], weights=None, optimizer=sgd)
     trainer = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
                       enable_model_summary=False)  # fmt: skip
     (validated,) = trainer.validate(model, dataloaders=dm.val_dataloader(), verbose=False)
     (tested,) = trainer.test(model, dataloaders=dm.val_dataloader(), verbose=False)
-    assert sorted(tested) == sorted(logged_metrics("test", ["ants", "bees"]))
+    assert sorted(tested) == sorted(higher_is_better(model.test_metrics, ["ants", "bees"]))
     for key, value in tested.items():
         assert value == pytest.approx(validated[key.replace("test/", "val/", 1)])
 

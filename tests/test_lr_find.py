@@ -31,7 +31,7 @@ def test_lr_find_writes_the_plot_and_suggestion_and_prints_the_train_command(
     command = result.stdout.strip().splitlines()[-1].strip()
     assert command.startswith("python -m src.train model.weights=null")
     assert " strategy=lp_ft strategy.probe_epochs=1 " in command and "lr_find." not in command
-    assert command.endswith(f"model.optimizer.lr={found['suggested_lr']:.3g}")
+    assert command.endswith(f"optimizer.lr={found['suggested_lr']:.3g}")
 
 
 def test_an_empty_learning_rate_range_is_refused(image_folder, tmp_path):

@@ -1,22 +1,22 @@
 """The transfer-learning module: what frozen and finetune train, and the LR schedule."""
 
-import functools
-
 import pytest
 import torch
 
 from src.errors import UserError
 from src.models.transfer import TransferLearningModel
 
+SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1, "momentum": 0.9}
+STEP = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 7}
 
-def make_model(freeze_backbone: bool, num_classes: int = 2) -> TransferLearningModel:
+
+def make_model(freeze_backbone: bool, num_classes: int = 2, **kwargs) -> TransferLearningModel:
     return TransferLearningModel(
         num_classes=num_classes,
         class_names=[f"c{i}" for i in range(num_classes)],
         weights=None,
         freeze_backbone=freeze_backbone,
-        optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9),
-        scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=7, gamma=0.1),
+        **{"optimizer": SGD, "scheduler": {**STEP, "interval": "epoch"}, **kwargs},
     )
 
 
@@ -27,7 +27,7 @@ def take_optimizer_steps(model: TransferLearningModel, steps: int = 3) -> None:
     torch.manual_seed(0)
     for _ in range(steps):
         images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 0, 1])
-        loss = model.criterion(model(images), labels)
+        loss = model.loss(model(images), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -43,10 +43,10 @@ def changed(before: dict, after: dict) -> set[str]:
 
 def test_frozen_backbone_keeps_weights_and_batchnorm_statistics():
     model = make_model(freeze_backbone=True)
-    backbone_before, head_before = snapshot(model.backbone), snapshot(model.fc)
+    backbone_before, head_before = snapshot(model.backbone), snapshot(model.head)
     take_optimizer_steps(model)
     assert changed(backbone_before, snapshot(model.backbone)) == set()  # incl. running_mean/var
-    assert changed(head_before, snapshot(model.fc)) == {"weight", "bias"}
+    assert changed(head_before, snapshot(model.head)) == {"weight", "bias"}
 
 
 def test_frozen_backbone_gets_no_gradient_and_stays_in_eval_mode():
@@ -54,14 +54,14 @@ def test_frozen_backbone_gets_no_gradient_and_stays_in_eval_mode():
     take_optimizer_steps(model, steps=1)
     assert all(p.grad is None for p in model.backbone.parameters())
     assert not any(m.training for m in model.backbone.modules())
-    assert model.fc.training
+    assert model.head.training
 
 
 def test_frozen_optimizer_sees_only_the_head():
     model = make_model(freeze_backbone=True)
     optimizer = model.configure_optimizers()["optimizer"]
     (group,) = optimizer.param_groups
-    assert {id(p) for p in group["params"]} == {id(model.fc.weight), id(model.fc.bias)}
+    assert {id(p) for p in group["params"]} == {id(model.head.weight), id(model.head.bias)}
 
 
 def test_finetune_changes_the_backbone_and_its_batchnorm_statistics():
@@ -109,7 +109,7 @@ def test_local_weights_file_is_loaded(tmp_path):
     torch.save(source.state_dict(), path)
     model = TransferLearningModel(num_classes=3, weights=str(path))
     assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
-    assert model.fc.out_features == 3
+    assert model.head.out_features == 3
 
 
 def test_missing_local_weights_file_is_reported(tmp_path):

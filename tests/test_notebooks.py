@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from src.runs.run_dir import curves_by_strategy, load_sweep
+from src.runs.sweep_summary import curves_by_strategy, load_sweep
 from tests.helpers.config import FAST, ROOT
 from tests.helpers.images import make_image_folder
 
@@ -27,7 +27,7 @@ def sweep_dir(tmp_path_factory) -> Path:
     data = make_image_folder(root / "data")
     result = subprocess.run(
         [sys.executable, "-m", "src.train", "-m", *FAST, f"data.data_dir={data}",
-         "strategy=finetune,frozen", "seed=1,2", "model.optimizer.lr=0.01", "trainer.max_epochs=2",
+         "strategy=finetune,frozen", "seed=1,2", "optimizer.lr=0.01", "trainer.max_epochs=2",
          f"hydra.sweep.dir={root / 'multirun'}"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True, text=True, timeout=600,

@@ -27,9 +27,9 @@ RECIPE = [
     *FAST,
     "trainer.max_epochs=3",
     "trainer.deterministic=true",
-    "model.optimizer.lr=0.01",
-    "model.scheduler.step_size=1",
-    "model.scheduler.gamma=0.5",
+    "optimizer.lr=0.01",
+    "scheduler.step_size=1",
+    "scheduler.gamma=0.5",
 ]
 
 

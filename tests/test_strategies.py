@@ -19,7 +19,7 @@ from tests.helpers.images import make_image_folder
 from tests.helpers.training import read_record, record_overrides, stage_keys
 
 EPOCHS = 3
-HEAD = {"fc.weight", "fc.bias"}
+HEAD = {"head.weight", "head.bias"}
 BACKBONES = {
     # torchvision, BatchNorm (and dropout in its classifier stage), 13 stages
     "mobilenet_v3_small": {"backbone": "mobilenet_v3_small", "cnn": True},
@@ -71,7 +71,7 @@ def run(tmp_path_factory):
             cfg = compose_train_config(
                 [*FAST, f"data.data_dir={data}", f"paths.output_dir={out}",
                  f"trainer.max_epochs={EPOCHS}", "trainer.precision=32-true",
-                 "model.optimizer.lr=0.01", *backbone_overrides(backbone),
+                 "optimizer.lr=0.01", *backbone_overrides(backbone),
                  *STRATEGIES[strategy], *record_overrides(out), *overrides]
             )  # fmt: skip
             with pytest.MonkeyPatch.context() as patch:
@@ -150,13 +150,9 @@ def test_gradual_gives_each_opened_stage_its_decayed_rate(run):
 
 
 def test_finetune_with_layer_decay_gives_deeper_stages_smaller_rates():
-    import functools
-
-    import torch
-
     model = TransferLearningModel(
         num_classes=2, weights=None, layer_decay=0.5,
-        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
     )  # fmt: skip
     groups = model.configure_optimizers().param_groups
     assert [(g["name"], g["lr"]) for g in groups] == [

@@ -1,6 +1,6 @@
-"""A multirun that stopped half-way continues in its own directory: completed jobs are
-skipped, the unfinished one continues from its last.ckpt, the rest run, and the sweep summary
-ends as an uninterrupted sweep's."""
+"""A multirun that stopped half-way continues in its own directory: completed jobs keep
+their results, the unfinished one continues from its last.ckpt, the rest run, and the sweep
+summary ends as an uninterrupted sweep's."""
 
 import csv
 import os
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.runs.sweep_resume import config_changes, sweep_resume_overrides
+from src.runs.resume import config_changes
+from src.runs.sweep import sweep_resume_overrides
 from tests.helpers.cli import run_cli
 from tests.helpers.config import FAST, ROOT
 from tests.helpers.hold import hold_overrides
@@ -22,7 +23,7 @@ from tests.helpers.images import make_image_folder
 # is held at its second epoch until `release_<job>` exists in the sweep directory (the same
 # override in both sweeps, so their recorded overrides compare equal).
 SWEEP = [*FAST, "strategy=frozen", "trainer.max_epochs=2", "trainer.deterministic=true",
-         "model.optimizer.lr=0.05,0.01,0.005,0.001",
+         "optimizer.lr=0.05,0.01,0.005,0.001",
          *hold_overrides("${hydra:sweep.dir}/release_${hydra:job.num}")]  # fmt: skip
 
 
@@ -110,18 +111,18 @@ def test_a_finished_optuna_search_resumed_with_joblib_skips_its_trials(tmp_path)
             "hydra.sweeper.n_trials=2"]  # fmt: skip
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr[-3000:]
-    before = {p: p.read_bytes() for p in sweep_dir.glob("*/*.json")}
+    before = {p: p.read_bytes() for p in sweep_dir.glob("*/summary.json")}
     best = (sweep_dir / "optimization_results.yaml").read_text()
 
     again = run_cli("-m", f"resume={sweep_dir}", "hydra/launcher=joblib")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert {p: p.read_bytes() for p in sweep_dir.glob("*/*.json")} == before  # nothing re-ran
+    assert {p: p.read_bytes() for p in sweep_dir.glob("*/summary.json")} == before  # kept
     assert (sweep_dir / "optimization_results.yaml").read_text() == best
     assert "2 jobs: 2 completed." in (sweep_dir / "sweep_summary.md").read_text()
 
     changed = run_cli("-m", f"resume={sweep_dir}", "seed=7")
     assert changed.returncode != 0
-    assert "holds an earlier run of another config" in changed.stderr
+    assert "holds a finished run of another config" in changed.stderr
     assert "seed: 42 before, 7 now" in changed.stderr
     assert summary_bytes(sweep_dir, "0") == before[sweep_dir / "0" / "summary.json"]
 
@@ -133,7 +134,7 @@ def test_resume_of_a_sweep_repeats_its_recorded_arguments(tmp_path):
                 "hydra": ["hydra.mode=MULTIRUN", "hydra/launcher=slurm", "hydra.sweep.dir=old"],
                 "task": [
                     "strategy=frozen",
-                    "model.optimizer.lr=0.01,0.001",
+                    "optimizer.lr=0.01,0.001",
                     "seed=1",
                     "+tag=job_${hydra:job.num}",
                 ],
@@ -143,14 +144,14 @@ def test_resume_of_a_sweep_repeats_its_recorded_arguments(tmp_path):
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(recorded))
     args = sweep_resume_overrides(tmp_path, ["-m", f"resume={tmp_path}", "seed=2"])
     assert args == [
-        "--multirun", "hydra/launcher=slurm", "strategy=frozen", "model.optimizer.lr=0.01,0.001",
-        "+tag=job_${hydra:job.num}", "seed=2", f"hydra.sweep.dir={tmp_path}",
+        "--multirun", "hydra/launcher=slurm", "strategy=frozen", "optimizer.lr=0.01,0.001",
+        "+tag=job_${hydra:job.num}", "seed=2", f"hydra.sweep.dir={tmp_path}", "ckpt_path=last",
     ]  # fmt: skip
 
 
 def test_config_changes_name_the_keys_that_differ_but_not_where_the_job_runs():
-    before = {"model": {"optimizer": {"lr": 0.01}}, "seed": 1, "ckpt_path": None,
+    before = {"optimizer": {"lr": 0.01}, "seed": 1, "ckpt_path": None,
               "paths": {"output_dir": "/old/place/0"}}  # fmt: skip
-    now = {"model": {"optimizer": {"lr": 0.1}}, "seed": 1, "ckpt_path": "last",
+    now = {"optimizer": {"lr": 0.1}, "seed": 1, "ckpt_path": "last",
            "paths": {"output_dir": "/new/place/0"}}  # fmt: skip
-    assert config_changes(before, now) == ["model.optimizer.lr: 0.01 before, 0.1 now"]
+    assert config_changes(before, now) == ["optimizer.lr: 0.01 before, 0.1 now"]

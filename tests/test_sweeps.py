@@ -39,13 +39,11 @@ def override_value(row: dict, key: str) -> str:
 
 @pytest.mark.slow
 def test_multirun_gives_every_job_its_own_directory_and_a_ranked_summary(tmp_path):
-    result, sweep_dir = sweep(
-        tmp_path, "model.optimizer.lr=0.05,0.001", "model.scheduler.gamma=0.1,0.5"
-    )
+    result, sweep_dir = sweep(tmp_path, "optimizer.lr=0.05,0.001", "scheduler.gamma=0.1,0.5")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = summary_rows(sweep_dir)
     assert sorted(row["job"] for row in rows) == ["0", "1", "2", "3"]
-    swept = {(override_value(r, "model.optimizer.lr"), override_value(r, "model.scheduler.gamma"))
+    swept = {(override_value(r, "optimizer.lr"), override_value(r, "scheduler.gamma"))
              for r in rows}  # fmt: skip
     assert swept == {("0.05", "0.1"), ("0.05", "0.5"), ("0.001", "0.1"), ("0.001", "0.5")}
     for row in rows:
@@ -59,7 +57,7 @@ def test_multirun_gives_every_job_its_own_directory_and_a_ranked_summary(tmp_pat
     assert accs == sorted(accs, reverse=True)
     markdown = (sweep_dir / "sweep_summary.md").read_text()
     assert "4 jobs: 4 completed." in markdown
-    assert "`model.optimizer.lr=0.001 model.scheduler.gamma=0.5`" in markdown
+    assert "`optimizer.lr=0.001 scheduler.gamma=0.5`" in markdown
 
 
 @pytest.mark.slow
@@ -82,8 +80,8 @@ def test_optuna_search_runs_the_configured_number_of_trials(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = summary_rows(sweep_dir)
     assert len(rows) == 3 and {row["status"] for row in rows} == {"completed"}
-    lrs = [float(override_value(row, "model.optimizer.lr")) for row in rows]
-    gammas = [float(override_value(row, "model.scheduler.gamma")) for row in rows]
+    lrs = [float(override_value(row, "optimizer.lr")) for row in rows]
+    gammas = [float(override_value(row, "scheduler.gamma")) for row in rows]
     assert all(1e-4 <= lr <= 0.1 for lr in lrs) and len(set(lrs)) == 3
     assert all(0.05 <= gamma <= 1.0 for gamma in gammas)
     best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
@@ -106,7 +104,7 @@ def test_ddp_on_two_cpu_processes_counts_every_validation_image_once(tmp_path):
     # A sweep of one job: DDP's second process must re-run this job, not start a new sweep.
     result, sweep_dir = sweep(
         tmp_path, "trainer=ddp_cpu", "trainer.precision=32-true", "strategy=finetune",
-        "model.optimizer.lr=0.01", data_dir=data,
+        "optimizer.lr=0.01", data_dir=data,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     job_dir = sweep_dir / "0"
@@ -169,7 +167,7 @@ def test_lr_gamma_search_maximises_val_acc_with_a_seeded_tpe_sampler():
     assert sweeper.direction == "maximize"
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert sweeper.sampler.seed == 42
-    assert sweeper.params["model.optimizer.lr"] == "tag(log, interval(0.0001, 0.1))"
+    assert sweeper.params["optimizer.lr"] == "tag(log, interval(0.0001, 0.1))"
 
 
 def count_images_with_loader_workers(data_dir: Path) -> int:
@@ -201,13 +199,13 @@ def test_summary_groups_repeats_over_seeds_and_folds_with_mean_and_std(tmp_path)
     }  # fmt: skip
     for job, ((lr, repeat), (acc, test)) in enumerate(results.items()):
         summary = {"best_val_acc": acc, "test_acc": test, "monitor": "val/acc"}
-        fake_job(tmp_path, str(job), [f"model.optimizer.lr={lr}", repeat], done, summary)
-    fake_job(tmp_path, "5", ["model.optimizer.lr=0.01", "data.fold=2"], {"status": "failed"})
-    fake_job(tmp_path, "6", ["model.optimizer.lr=0.001", "+seed=1"])  # never finished
+        fake_job(tmp_path, str(job), [f"optimizer.lr={lr}", repeat], done, summary)
+    fake_job(tmp_path, "5", ["optimizer.lr=0.01", "data.fold=2"], {"status": "failed"})
+    fake_job(tmp_path, "6", ["optimizer.lr=0.001", "+seed=1"])  # never finished
     write_sweep_summary(tmp_path)
     with open(tmp_path / "sweep_summary_groups.csv") as f:
         groups = {row["overrides"]: row for row in csv.DictReader(f)}
-    lrs = [key.removeprefix("model.optimizer.lr=") for key in groups]
+    lrs = [key.removeprefix("optimizer.lr=") for key in groups]
     assert lrs == ["0.1", "0.01", "0.001"]  # best mean first, jobs without results last
     seeds, folds, unfinished = groups.values()
     assert (seeds["n"], seeds["seeds"], seeds["jobs"]) == ("3", "1 2 3", "0 1 2")
@@ -222,5 +220,5 @@ def test_summary_groups_repeats_over_seeds_and_folds_with_mean_and_std(tmp_path)
     assert (unfinished["n"], unfinished["incomplete"]) == ("0", "1")
     assert unfinished["best_val_acc_mean"] == ""
     markdown = (tmp_path / "sweep_summary.md").read_text()
-    assert "| `model.optimizer.lr=0.1` | 3 | 0.7000 ± 0.1000 | 0.5000 ± 0.0500 |" in markdown
-    assert "| `model.optimizer.lr=0.01` | 2 | 0.6000 ± 0.2828 |  | 1 |" in markdown
+    assert "| `optimizer.lr=0.1` | 3 | 0.7000 ± 0.1000 | 0.5000 ± 0.0500 |" in markdown
+    assert "| `optimizer.lr=0.01` | 2 | 0.6000 ± 0.2828 |  | 1 |" in markdown

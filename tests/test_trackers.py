@@ -85,7 +85,7 @@ def test_tensorboard_holds_every_csv_metric_the_config_and_the_figures(tracked_r
     events = tensorboard_events(run_dir / "tensorboard")
     start = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
     hparams = plugin_data_pb2.HParamsPluginData.FromString(start).session_start_info.hparams
-    assert hparams["model.optimizer.lr"].number_value == pytest.approx(0.001)
+    assert hparams["optimizer.lr"].number_value == pytest.approx(0.001)
     assert hparams["strategy.name"].string_value == "finetune"
     assert set(events.Tags()["images"]) == {f"figures/{name}" for name in FIGURES}
     assert all(events.Images(f"figures/{name}")[0].width > 100 for name in FIGURES)
@@ -98,7 +98,7 @@ def test_mlflow_holds_one_run_with_params_metrics_and_files(tracked_run, tmp_pat
     (run,) = mlflow_runs(uri)
     assert run.info.status == "FINISHED"
     assert run.data.tags["run_dir"] == str(run_dir.resolve())
-    assert run.data.params["model.optimizer.lr"] == "0.001"
+    assert run.data.params["optimizer.lr"] == "0.001"
     assert run.data.params["data.image_size"] == "32"
     csv = read_metrics(run_dir / "csv" / "metrics.csv")
     for key, values in csv.items():
@@ -131,7 +131,7 @@ def test_wandb_writes_an_offline_run_with_every_epoch_config_and_figures(tracked
 
     state = wandb_records(run_dir, summary=True)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert state["config"]["model.optimizer.lr"] == 0.001
+    assert state["config"]["optimizer.lr"] == 0.001
     assert state["summary"]["best_val_acc"] == pytest.approx(summary["best_val_acc"])
 
 

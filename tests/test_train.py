@@ -16,9 +16,9 @@ from tests.helpers.config import CONF_DIR, FAST
 def test_learning_rate_decays_every_step_size_epochs(fast_config):
     cfg = fast_config(
         "trainer.max_epochs=5",
-        "model.optimizer.lr=0.1",
-        "model.scheduler.step_size=2",
-        "model.scheduler.gamma=0.5",
+        "optimizer.lr=0.1",
+        "scheduler.step_size=2",
+        "scheduler.gamma=0.5",
     )
     train(cfg)
     with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as f:
@@ -27,7 +27,7 @@ def test_learning_rate_decays_every_step_size_epochs(fast_config):
 
 
 def test_best_checkpoint_is_the_best_epoch_and_is_revalidated(fast_config):
-    cfg = fast_config("trainer.max_epochs=4", "model.optimizer.lr=0.05")
+    cfg = fast_config("trainer.max_epochs=4", "optimizer.lr=0.05")
     summary = train(cfg)
     val_acc = epoch_rows(Path(cfg.paths.output_dir), "val/acc")
     best_epoch = max(val_acc, key=lambda e: (val_acc[e], -e))  # first epoch reaching the max

@@ -9,8 +9,6 @@ from torch.utils.data import WeightedRandomSampler
 
 from src.errors import UserError
 
-SAMPLERS = (None, "balanced")
-
 
 def class_counts(targets: Sequence[int], num_classes: int) -> list[int]:
     """Images per class index."""

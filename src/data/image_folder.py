@@ -14,11 +14,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from src.data.balance import SAMPLERS, balanced_sampler
-from src.data.download import download_image_folder
-from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
 from src.data.splits import LabelledImages, Splits, SplitSettings, build_splits, image_split
-from src.data.transforms import Preprocessing
+from src.data.transforms import Augment, Preprocessing, build_transform
 from src.data.validation import report_files
 from src.errors import UserError
 
@@ -40,6 +37,7 @@ class ImageFolderDataModule(LightningDataModule):
         download_url: a zip holding one top-level folder with `train/` and `val/`.
         tree_sha256: checksum of the extracted folder (`src.data.download.tree_sha256`),
             `null` to skip the check.
+        augment: the training augmentation (`conf/augment`; `None`: the tutorial's).
         preprocessing: what the backbone's weights expect (`Preprocessing` fields, from
             `src.models.backbone.weights_preprocessing`; `src.train` passes them); `None`:
             ImageNet's statistics, 224-pixel crops of 256. The five keys below override it.
@@ -82,6 +80,7 @@ class ImageFolderDataModule(LightningDataModule):
         download: bool = False,
         download_url: str | None = None,
         tree_sha256: str | None = None,
+        augment: Augment | None = None,
         preprocessing: dict | None = None,
         image_size: int | None = None,
         resize_size: int | None = None,
@@ -104,12 +103,12 @@ class ImageFolderDataModule(LightningDataModule):
         jpeg_draft: bool = False,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise UserError(f"data.batch_size must be at least 1, got {batch_size}.")
-        if sampler not in SAMPLERS:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"Invalid data.batch_size={batch_size!r}: it must be an integer >= 1.")
+        if sampler not in (None, "balanced"):
             raise UserError(f"Invalid data.sampler={sampler!r}: use null (shuffle) or balanced.")
         if num_workers is not None and num_workers < 0:
-            raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
+            raise UserError(f"Invalid data.num_workers={num_workers}: use null or 0 or more.")
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.batch_size = batch_size
         self.num_workers = num_workers  # None: chosen when the loaders are made
@@ -120,6 +119,7 @@ class ImageFolderDataModule(LightningDataModule):
             preprocessing, image_size=image_size, resize_size=resize_size, mean=mean, std=std,
             interpolation=interpolation,
         )  # fmt: skip
+        self.augment = augment or Augment()
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.cache_images = cache_images
         self.cache_max_gb = cache_max_gb
@@ -130,9 +130,8 @@ class ImageFolderDataModule(LightningDataModule):
         )
         self.splits_file = splits_file
         self.splits: Splits | None = None
-        self.train_set: LabelledImages | DecodedImageCache | None = None
-        self.val_set: LabelledImages | DecodedImageCache | None = None
-        self.test_set: LabelledImages | DecodedImageCache | None = None
+        # LabelledImages, or their DecodedImageCache (src.data.image_cache).
+        self.train_set = self.val_set = self.test_set = None
         self.features: dict[str, Dataset] = {}
         self.skip_bad_images = skip_bad_images
         self.skipped_images: list[str] = []
@@ -150,6 +149,8 @@ class ImageFolderDataModule(LightningDataModule):
                 "(one sub-folder per class) or at one folder of class folders, or set "
                 "data.download=true to fetch the tutorial's ants-vs-bees dataset."
             )
+        from src.data.download import download_image_folder
+
         download_image_folder(self.data_dir, self.download_url, self.tree_sha256)
 
     def setup(self, stage: str | None = None) -> None:
@@ -160,7 +161,7 @@ class ImageFolderDataModule(LightningDataModule):
         log.info("%s", self.splits.describe())
         evaluation = self.preprocessing.eval_transform()
         # Cached features must not depend on random augmentation.
-        training = evaluation if self.cache_features else self.preprocessing.train_transform()
+        training = evaluation if self.cache_features else self.train_transform()
         transforms = {"train": training, "val": evaluation, "test": evaluation}
         sets, checks = {}, []
         for split in self.splits.names():
@@ -172,7 +173,13 @@ class ImageFolderDataModule(LightningDataModule):
         self.train_set, self.val_set = sets["train"], sets["val"]
         self.test_set = sets.get("test")
 
-    def _decoded(self, folder: LabelledImages) -> LabelledImages | DecodedImageCache:
+    def train_transform(self):
+        """The training augmentation and normalisation of this data."""
+        return build_transform(self.preprocessing, self.augment)
+
+    def _decoded(self, folder: LabelledImages):
+        from src.data.image_cache import DecodedImageCache, estimated_cache_bytes
+
         size = self.preprocessing.resize_size
         estimate = estimated_cache_bytes(len(folder), size)
         if estimate > self.cache_max_gb * 1e9:
@@ -194,9 +201,20 @@ class ImageFolderDataModule(LightningDataModule):
             self.setup()
         return list(self.train_set.classes)
 
+    def loss_weights(self, setting) -> list[float] | None:
+        """`model.class_weights` as one weight per class (`balanced`: from the training
+        counts, see `src.data.balance`), or None."""
+        if setting is None:
+            return None
+        from src.data.balance import loss_weights
+
+        return loss_weights(setting, self.train_set.targets, self.class_names)
+
     def train_dataloader(self) -> DataLoader:
         sampler = None
         if self.sampler == "balanced":
+            from src.data.balance import balanced_sampler
+
             sampler = balanced_sampler(self.train_set.targets, len(self.class_names))
         if "train" in self.features:  # the same images, in the same order
             features = self.features["train"]
@@ -235,7 +253,7 @@ class ImageFolderDataModule(LightningDataModule):
         that `cache_features` had switched off."""
         self.features = {}
         if self.cache_features and self.train_set is not None:
-            self.train_set.transform = self.preprocessing.train_transform()
+            self.train_set.transform = self.train_transform()
 
     def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
         # Features are tensors already in memory: worker processes would only add cost.
@@ -257,7 +275,7 @@ class ImageFolderDataModule(LightningDataModule):
         the Trainer, how many training processes share the node's cores."""
         if self.num_workers is not None:
             return self.num_workers
-        cached = isinstance(self.train_set, DecodedImageCache)
+        cached = not isinstance(self.train_set, LabelledImages)  # a DecodedImageCache
         processes = self.trainer.num_devices if self.trainer is not None else 1
         return default_num_workers(cached, processes)
 

@@ -1,8 +1,9 @@
-"""How an image becomes a network input: the preprocessing the backbone's weights expect, and
-the one builder of the transforms that every command (train, eval, predict, export, figures)
-applies with it.
+"""How an image becomes a network input: the preprocessing the backbone's weights expect, the
+training augmentation (`conf/augment`), and the one builder of the transforms that every
+command (train, eval, predict, export, figures) applies.
 """
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -71,42 +72,57 @@ class Preprocessing:
     def interpolation_mode(self) -> v2.InterpolationMode:
         return v2.InterpolationMode(self.interpolation)
 
-    def to_normalized_tensor(self) -> list:
-        """Pixels to a normalised float tensor (the last steps of every transform)."""
-        return [
-            v2.ToImage(),
-            # ToImage gives a (3, H, W) view of pixels laid out channel-last; converting and
-            # normalising in that layout took longer than decoding a 500-pixel JPEG.
-            v2.Lambda(torch.Tensor.contiguous),
-            v2.ToDtype(torch.float32, scale=True),
-            # In place on the fresh float tensor of ToDtype: one allocation less per image.
-            v2.Normalize(list(self.mean), list(self.std), inplace=True),
-        ]
-
     def eval_transform(self) -> v2.Compose:
-        """Resize the shorter side, take the central square, normalise: validation, test,
-        `src.eval`, `src.predict`, `src.export`'s parity check and the figures."""
-        return v2.Compose(
-            [
-                v2.Resize(self.resize_size, self.interpolation_mode, antialias=True),
-                v2.CenterCrop(self.image_size),
-                *self.to_normalized_tensor(),
-            ]
-        )
-
-    def train_transform(self) -> v2.Compose:
-        """The tutorial's augmentation: a random crop (8-100% of the image, resized to
-        `image_size`) and a horizontal flip, then the same normalisation as evaluation."""
-        return v2.Compose(
-            [
-                v2.RandomResizedCrop(self.image_size, interpolation=self.interpolation_mode),
-                v2.RandomHorizontalFlip(),
-                *self.to_normalized_tensor(),
-            ]
-        )
+        """Validation, test, `src.eval`, `src.predict`, `src.export` and the figures."""
+        return build_transform(self)
 
     def denormalize(self, image: torch.Tensor) -> torch.Tensor:
         """A normalised (3, H, W) tensor back to pixels in [0, 1], (H, W, 3), for display."""
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0)
+
+
+@dataclass
+class Augment:
+    """The training augmentation (`conf/augment`; the tutorial's by default).
+
+    A random crop of `scale` of the image's area (aspect ratio 3/4 to 4/3) resized to the
+    input size, a horizontal flip with probability `hflip`, then `policy` (any torchvision v2
+    transform of an image: `TrivialAugmentWide`, `RandAugment`, ...); after normalisation,
+    random erasing of a patch with probability `random_erasing`.
+    """
+
+    scale: Sequence[float] = (0.08, 1.0)
+    hflip: float = 0.5
+    policy: Callable | None = None
+    random_erasing: float = 0.0
+
+    def steps(self, pre: Preprocessing) -> tuple[list, list]:
+        """(steps on the image, steps on the normalised tensor)."""
+        crop = v2.RandomResizedCrop(
+            pre.image_size, scale=tuple(self.scale), interpolation=pre.interpolation_mode
+        )
+        image = [crop, v2.RandomHorizontalFlip(self.hflip), *([self.policy] if self.policy else [])]
+        return image, [v2.RandomErasing(self.random_erasing)] if self.random_erasing else []
+
+
+def build_transform(pre: Preprocessing, augment: Augment | None = None) -> v2.Compose:
+    """The one builder of network inputs: `augment`'s random steps (training) or the
+    evaluation resize of the shorter side and centre crop, then the pixels as a float tensor
+    normalised by `pre`, then `augment`'s steps on that tensor."""
+    if augment is None:
+        resize = v2.Resize(pre.resize_size, pre.interpolation_mode, antialias=True)
+        image, tensor = [resize, v2.CenterCrop(pre.image_size)], []
+    else:
+        image, tensor = augment.steps(pre)
+    to_tensor = [
+        v2.ToImage(),
+        # ToImage gives a (3, H, W) view of pixels laid out channel-last; converting and
+        # normalising in that layout took longer than decoding a 500-pixel JPEG.
+        v2.Lambda(torch.Tensor.contiguous),
+        v2.ToDtype(torch.float32, scale=True),
+        # In place on the fresh float tensor of ToDtype: one allocation less per image.
+        v2.Normalize(list(pre.mean), list(pre.std), inplace=True),
+    ]
+    return v2.Compose([*image, *to_tensor, *tensor])

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
 from src.data.splits import Splits, image_split, require_classes
-from src.data.transforms import Preprocessing
+from src.data.transforms import Preprocessing, build_transform
 from src.data.validation import report_files
 
 
@@ -93,9 +93,9 @@ def val_images(splits, class_names, pre: Preprocessing, skip_bad_images=True, dr
     return labelled_images(splits, "val", class_names, transform, skip_bad_images, draft_size)[0]
 
 
-def train_images(splits, class_names, pre: Preprocessing, skip_bad_images=True, draft_size=None):
-    """The training split with the training augmentation (random crop + flip)."""
-    transform = pre.train_transform()
+def train_images(splits, class_names, pre, augment, skip_bad_images=True, draft_size=None):
+    """The training split with the training augmentation `augment` (`conf/augment`)."""
+    transform = build_transform(pre, augment)
     return labelled_images(splits, "train", class_names, transform, skip_bad_images, draft_size)[0]
 
 

@@ -17,7 +17,6 @@ import torch
 
 from src.inspection import figures
 from src.inspection.predictions import Predictions, predict_dataset, train_images, val_images
-from src.models.checkpoint import load_model
 from src.runs.run_dir import Run, checkpoint_preprocessing, draft_size
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,8 @@ FIGURE_NAMES = (
 
 def val_predictions(run: Run, data_dir=None, ckpt_path=None) -> tuple[Predictions, object]:
     """The best checkpoint's predictions over the validation images, and those images."""
+    from src.models.checkpoint import load_model
+
     model = load_model(ckpt_path or run.best_ckpt)
     splits = run.splits(data_dir, wanted=("val",))
     pre = checkpoint_preprocessing(model.hparams, run)
@@ -55,7 +56,8 @@ def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0, dataset
     pre = run.preprocessing
     if dataset is None:
         splits = run.splits(data_dir, wanted=("train",))
-        dataset = train_images(splits, run.class_names or [], pre, True, draft_size(run, pre))
+        draft = draft_size(run, pre)
+        dataset = train_images(splits, run.class_names or [], pre, run.augment, True, draft)
     with torch.random.fork_rng():  # the random crops and flips, without touching global state
         torch.manual_seed(seed)
         items = [dataset[i] for i in sample(len(dataset), n, seed)]

@@ -40,11 +40,14 @@ def load_checkpoint(
             f"Checkpoint {path} is not a Lightning checkpoint (no 'state_dict'); for plain "
             "backbone weights use model.weights=PATH instead."
         )
-    has_backbone = any(k.startswith("backbone.") for k in state_dict)
-    if not ({"fc.weight", "fc.bias"} <= state_dict.keys() and has_backbone):
+    from src.models.transfer import upgrade_state_dict
+
+    upgrade_state_dict(state_dict)
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if not (hparams.get("num_classes") and any(k.startswith("backbone.") for k in state_dict)):
         raise UserError(
-            f"Checkpoint {path} is from another model: it lacks this template's 'fc' head "
-            f"or 'backbone' (it has e.g. {sorted(state_dict)[:3]})."
+            f"Checkpoint {path} is from another model: it lacks this template's backbone and "
+            f"hyper-parameters (it has e.g. {sorted(state_dict)[:3]})."
         )
     saved_backbone = saved_backbone_name(checkpoint)
     if backbone is not None and str(backbone) != saved_backbone:
@@ -53,12 +56,11 @@ def load_checkpoint(
             f"{backbone}. Pass model.backbone={saved_backbone} (and the same "
             "model.backbone_kwargs) to continue from it."
         )
-    saved_classes = state_dict["fc.weight"].shape[0]
-    if num_classes is not None and saved_classes != num_classes:
-        names = (checkpoint.get("hyper_parameters") or {}).get("class_names")
+    if num_classes is not None and hparams["num_classes"] != num_classes:
         raise UserError(
-            f"Checkpoint {path} predicts {saved_classes} classes {names or ''}, but the data "
-            f"has {num_classes}. Use a checkpoint trained on the same classes."
+            f"Checkpoint {path} predicts {hparams['num_classes']} classes "
+            f"{hparams.get('class_names') or ''}, but the data has {num_classes}. Use a "
+            "checkpoint trained on the same classes."
         )
     return checkpoint
 
@@ -72,7 +74,7 @@ def saved_backbone_name(checkpoint: dict) -> str:
 def require_same_shapes(model: torch.nn.Module, checkpoint: dict, path: str | Path) -> None:
     """Stop with what differs when the checkpoint's weights do not fit `model` (e.g. a ViT
     built for another image size)."""
-    from src.models.backbone import state_dict_mismatch
+    from src.models.weights_file import state_dict_mismatch
 
     mismatch = state_dict_mismatch(model.state_dict(), checkpoint["state_dict"])
     if mismatch:

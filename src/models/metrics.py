@@ -16,9 +16,6 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, M
 
 from src.errors import UserError
 
-# Logged for every split besides the per-class accuracies; "loss" is the plain cross-entropy.
-SPLIT_METRICS = ("loss", "acc", "f1_macro", "balanced_acc")
-
 
 def metric_class_names(class_names: Sequence[str]) -> list[str]:
     """Class names as they appear in metric keys: characters that loggers (MLflow) or
@@ -27,61 +24,69 @@ def metric_class_names(class_names: Sequence[str]) -> list[str]:
     return [f"{n}_{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
 
-def split_metrics(split: str, class_names: Sequence[str]) -> MetricCollection:
-    """acc, f1_macro, balanced_acc and class_acc/<class> of one split, keyed `<split>/...`.
+def split_metrics(split: str, class_names: Sequence[str], extra: dict | None = None):
+    """acc, f1_macro, balanced_acc, class_acc/<class> and the `extra` metrics (`conf/metrics`:
+    name -> a torchmetrics `_target_` config, built with `num_classes`) of one split, keyed
+    `<split>/<name>`.
 
     A class that has no image in the split (and is never predicted) is left out of the
     macro averages rather than counted as 0.
     """
     num_classes = len(class_names)
     per_class = MulticlassAccuracy(num_classes, average=None)
+    metrics = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
+        "balanced_acc": MulticlassRecall(num_classes, average="macro"),
+        "class_acc": ClasswiseWrapper(
+            per_class, labels=metric_class_names(class_names), prefix="class_acc/"
+        ),
+    }
+    if extra:
+        from hydra.utils import instantiate
+
+        metrics.update(
+            {name: instantiate(cfg, num_classes=num_classes) for name, cfg in extra.items()}
+        )
     return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-            "balanced_acc": MulticlassRecall(num_classes, average="macro"),
-            "class_acc": ClasswiseWrapper(
-                per_class, labels=metric_class_names(class_names), prefix="class_acc/"
-            ),
-        },
+        metrics,
         prefix=f"{split}/",
         # Shared states would leave the wrapped per-class metric "never updated" in
-        # torchmetrics' eyes (a warning every epoch); four small metrics cost nothing.
+        # torchmetrics' eyes (a warning every epoch); a few small metrics cost nothing.
         compute_groups=False,
     )
 
 
-def logged_metrics(split: str, class_names: Sequence[str]) -> list[str]:
-    """Every metric key a split logs, e.g. val/loss, val/acc, ..., val/class_acc/ants."""
-    per_class = [f"class_acc/{name}" for name in metric_class_names(class_names)]
-    return [f"{split}/{name}" for name in (*SPLIT_METRICS, *per_class)]
+def higher_is_better(metrics: MetricCollection, class_names: Sequence[str]) -> dict[str, bool]:
+    """Every key a split logs (`<split>/loss`, `<split>/acc`, ..., `<split>/class_acc/<class>`)
+    and whether a higher value is better, as each torchmetrics metric says."""
+    split = metrics.prefix
+    keys = {f"{split}loss": False}
+    for name, metric in metrics.items(keep_base=True):
+        if name == "class_acc":
+            keys.update({f"{split}class_acc/{n}": True for n in metric_class_names(class_names)})
+        else:
+            keys[f"{split}{name}"] = bool(metric.higher_is_better)
+    return keys
 
 
-def metric_mode(metric: str) -> str:
-    """`min` for the loss (`val/loss`), `max` for every other metric logged here."""
-    return "min" if metric.split("/", 1)[-1] == "loss" else "max"
-
-
-def check_monitor(monitor: str, mode: str) -> None:
-    """Stop when `monitor_mode` would keep the worst checkpoint of `monitor`."""
-    if mode not in ("max", "min"):
-        raise UserError(f"Invalid monitor_mode={mode!r}: use max or min.")
-    if metric_mode(monitor) != mode:
-        raise UserError(
-            f"monitor={monitor} with monitor_mode={mode} keeps the worst checkpoint: "
-            f"{monitor} is better when {'lower' if mode == 'max' else 'higher'}. "
-            f"Add monitor_mode={metric_mode(monitor)}."
-        )
-
-
-def require_monitored(monitor: str, class_names: Sequence[str]) -> None:
-    """Stop unless `monitor` is a validation metric this model logs."""
-    names = logged_metrics("val", class_names)
-    if monitor not in names:
+def require_monitored(monitor: str, mode: str, metrics: MetricCollection, class_names) -> None:
+    """Stop unless `monitor` is a validation metric this model logs and `monitor_mode` keeps
+    its best checkpoint (not its worst)."""
+    keys = higher_is_better(metrics, class_names)
+    if monitor not in keys:
+        names = list(keys)
         shown = names if len(names) <= 10 else [*names[:9], "..."]
         raise UserError(
             f"monitor={monitor} is not a metric the model logs. Use one of: "
             f"{', '.join(shown)} (per-class names as in val/class_acc/<class>)."
+        )
+    right = "max" if keys[monitor] else "min"
+    if mode != right:
+        raise UserError(
+            f"monitor={monitor} with monitor_mode={mode} keeps the worst checkpoint: "
+            f"{monitor} is better when {'higher' if keys[monitor] else 'lower'}. "
+            f"Add monitor_mode={right}."
         )
 
 

@@ -1,72 +1,96 @@
 """The transfer-learning LightningModule: a pretrained backbone with a new classification head.
 
-`freeze_backbone=False` is the tutorial's "finetuning the ConvNet"; `True` is its
-"ConvNet as fixed feature extractor", where only the new `fc` layer learns. The backbone is
-any torchvision or timm classification model (`src.models.backbone`); the strategies that
-unfreeze it in stages (`lp_ft`, `gradual`) are callbacks in `src.training.finetuning`.
+The recipe arrives as configuration, one `_target_` dict per part, and is built here: the head
+(`conf/head`), the loss (`conf/loss`), extra metrics (`conf/metrics`), the optimizer
+(`conf/optimizer`) and the learning-rate schedule (`conf/scheduler`). They are saved with the
+weights as hyper-parameters, so a checkpoint knows its head and how it was trained.
+`freeze_backbone=True` is the tutorial's "ConvNet as fixed feature extractor"; the strategies
+that unfreeze the backbone in stages (`lp_ft`, `gradual`) are callbacks in
+`src.training.finetuning`.
 """
 
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Sequence
+from functools import cached_property
 
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.backbone import build_backbone
 from src.models.metrics import best_so_far, require_monitored, restart_best, split_metrics
-from src.models.stages import backbone_stages, stage_lr_scales
+
+# Lightning warns of modules in eval mode; a frozen backbone's are on purpose (see `train`).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Raised inside Lightning by a torch pytree change; nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")
+# The tutorial's head and loss: what a checkpoint without these hyper-parameters was built with.
+LINEAR_HEAD = {"_target_": "torch.nn.Linear"}
+CROSS_ENTROPY = {"_target_": "torch.nn.functional.cross_entropy", "_partial_": True}
 
 
 class TransferLearningModel(LightningModule):
-    """A backbone + a new `fc` of `num_classes` outputs, trained with cross-entropy.
+    """A backbone and a new head of `num_classes` outputs.
 
     Args:
         num_classes: outputs of the new head (the datamodule's class count).
         class_names: label names, saved in the checkpoint so prediction needs no data folder.
+        backbone: a torchvision model name (`resnet18`, `convnext_tiny`, ...) or
+            `timm/<name>`; saved in the checkpoint, so evaluation rebuilds the same network.
         weights: a weights name of the backbone (`IMAGENET1K_V1`, `DEFAULT`, a timm tag), a
             path to a weights file, or `None` (random init).
         weights_by_position: a weights file whose key names differ from the architecture's is
             loaded by the order of its tensors (`src.models.backbone.load_local_weights`).
-        preprocessing: what the inputs went through (`Preprocessing.as_dict()` of
-            `src.data.transforms`), saved in the checkpoint so that every command that loads
-            it prepares images the same way.
+        backbone_kwargs: extra constructor arguments of the backbone (a ViT's image size).
         freeze_backbone: train only the head; the backbone gets no gradients and its
             BatchNorm layers stay in eval mode, so their running statistics never change.
             (The tutorial's `model.train()` quietly keeps updating them.)
-        optimizer: a partial optimizer, called with the trainable parameters only.
-        scheduler: a partial LR scheduler, stepped once per epoch.
         channels_last: store conv weights and inputs NHWC, which the CPU and GPU conv kernels
             run faster.
-        backbone: a torchvision model name (`resnet18`, `convnext_tiny`, ...) or
-            `timm/<name>`; saved in the checkpoint, so evaluation rebuilds the same network.
-        backbone_kwargs: extra constructor arguments of the backbone (a ViT's image size).
         layer_decay: each backbone stage learns at `layer_decay` times the learning rate of
             the stage above it; the top stage at the head's rate. 1.0 = one rate for all.
         class_weights: one weight per class for the training loss (`model.class_weights`;
             `src.train` turns `balanced` into numbers from the training counts). val/loss and
             test/loss stay the plain cross-entropy, comparable between runs.
+        head: `conf/head`: a module built with `in_features` (the backbone's width) and
+            `out_features` (`num_classes`).
+        loss: `conf/loss`: a function `(logits, targets) -> loss`, given `weight=` (one per
+            class) when there are class weights; targets are class indices or, with batch
+            mixing, probabilities.
+        optimizer: `conf/optimizer`: a partial optimizer, called with the parameter groups.
+        scheduler: `conf/scheduler` (None: a constant learning rate), see
+            `src.models.schedulers.lightning_scheduler`.
+        metrics: `conf/metrics`: more torchmetrics classification metrics (built with
+            `num_classes`) beside acc, f1_macro, balanced_acc and class_acc, logged for val
+            and test (`src.models.metrics`); any of them can be the `monitor`.
         monitor, monitor_mode: the validation metric that picks the best checkpoint; besides
             `val/acc_best`, its best-so-far is logged as `<monitor>_best`.
+        preprocessing: what the inputs went through (`Preprocessing.as_dict()` of
+            `src.data.transforms`), saved so that every command that loads the checkpoint
+            prepares images the same way.
     """
 
     def __init__(
         self,
         num_classes: int,
-        class_names: list[str] | None = None,
+        class_names: Sequence[str] | None = None,
+        backbone: str = "resnet18",
         weights: str | None = "IMAGENET1K_V1",
         weights_by_position: bool = False,
-        freeze_backbone: bool = False,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
-        channels_last: bool = True,
-        backbone: str = "resnet18",
         backbone_kwargs: dict | None = None,
+        freeze_backbone: bool = False,
+        channels_last: bool = False,
         layer_decay: float = 1.0,
         class_weights: Sequence[float] | None = None,
+        head: dict | None = None,
+        loss: dict | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+        metrics: dict | None = None,
         monitor: str = "val/acc",
         monitor_mode: str = "max",
         preprocessing: dict | None = None,
@@ -76,46 +100,47 @@ class TransferLearningModel(LightningModule):
         # `weights_only=True`; save_hyperparameters reads these locals.
         class_names = [str(name) for name in class_names] if class_names else None
         class_weights = None if class_weights is None else [float(w) for w in class_weights]
-        backbone_kwargs = plain(backbone_kwargs) or {}
-        preprocessing = plain(preprocessing)
-        # Optimizer/scheduler factories are config objects, not model state: keeping them
-        # out of the checkpoint lets it load with `weights_only=True`.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        backbone_kwargs, preprocessing = plain(backbone_kwargs) or {}, plain(preprocessing)
+        head, loss = plain(head) or LINEAR_HEAD, plain(loss) or CROSS_ENTROPY
+        optimizer, scheduler, metrics = plain(optimizer), plain(scheduler) or None, plain(metrics)
+        self.save_hyperparameters()
         self.channels_last = channels_last
         self.layer_decay = layer_decay
 
-        self.backbone, width = build_backbone(
-            backbone, weights, backbone_kwargs, weights_by_position
-        )
-        self.fc = nn.Linear(width, num_classes)
-        # A plain list, not a ModuleList: the stages' modules are registered in the backbone.
-        self.stages = backbone_stages(self.backbone)
+        by_position = weights_by_position
+        self.backbone, width = build_backbone(backbone, weights, backbone_kwargs, by_position)
+        self.head = instantiate(head, in_features=width, out_features=num_classes)
         if freeze_backbone:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
 
-        self.criterion = nn.CrossEntropyLoss()
-        if class_weights is not None:
-            # Derived from the data and saved in the hyper-parameters, not in the state
-            # dict: checkpoints with and without class weights load into either model.
-            if len(class_weights) != num_classes:
-                raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
-            weight = torch.tensor(class_weights)
-            self.criterion.register_buffer("weight", weight, persistent=False)
+        self.loss = instantiate(loss)
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
+        # Derived from the data and saved in the hyper-parameters, not in the state dict:
+        # checkpoints with and without class weights load into either model.
+        weight = None if class_weights is None else torch.tensor(class_weights)
+        self.register_buffer("class_weight", weight, persistent=False)
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         names = class_names or [str(i) for i in range(num_classes)]
-        self.val_metrics = split_metrics("val", names)
-        self.test_metrics = split_metrics("test", names)
+        self.val_metrics = split_metrics("val", names, metrics)
+        self.test_metrics = split_metrics("test", names, metrics)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # resuming keeps the best-so-far
-        require_monitored(monitor, names)
+        require_monitored(monitor, monitor_mode, self.val_metrics, names)
         self.monitor = monitor
         self.monitor_best = None if monitor == "val/acc" else best_so_far(monitor_mode)
+
+    @cached_property
+    def stages(self) -> list:
+        """The backbone's stages, input side first (`src.models.stages`): what `layer_decay`,
+        `lp_ft` and `gradual` work on; computed when first asked for."""
+        from src.models.stages import backbone_stages
+
+        return backbone_stages(self.backbone)
 
     @property
     def backbone_frozen(self) -> bool:
@@ -127,13 +152,14 @@ class TransferLearningModel(LightningModule):
         """Like `nn.Module.train`, but frozen stages of the backbone always stay in eval mode:
         their BatchNorm statistics stay fixed and their dropout is off."""
         super().train(mode)
-        if mode and hasattr(self, "stages"):
+        if mode and hasattr(self, "backbone"):
             if self.backbone_frozen:
                 self.backbone.eval()
-            for stage in self.stages:
-                if not stage.trains():
-                    for module in stage.modules:
-                        module.eval()
+            elif "stages" in self.__dict__:  # a staged strategy opened some of them
+                for stage in self.stages:
+                    if not stage.trains():
+                        for module in stage.modules:
+                            module.eval()
         return self
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,19 +174,16 @@ class TransferLearningModel(LightningModule):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Class logits for images (N, 3, H, W), or for backbone features (N, width) that
         `data.cache_features` computed once for a frozen backbone."""
-        features = inputs if inputs.ndim == 2 else self.features(inputs)
-        return self.fc(features)
-
-    def stage_learning_rates(self, top_lr: float) -> list[float]:
-        """Learning rate of each backbone stage (input side first) when the top one gets
-        `top_lr`: `layer_decay` times smaller per stage below."""
-        return [top_lr * s for s in stage_lr_scales(len(self.stages), self.layer_decay)]
+        return self.head(inputs if inputs.ndim == 2 else self.features(inputs))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, labels = batch
+        images, targets = batch
         logits = self(images)
-        loss = self.criterion(logits, labels)
-        self.train_loss.update(loss.detach(), weight=labels.numel())
+        weight = {} if self.class_weight is None else {"weight": self.class_weight}
+        loss = self.loss(logits, targets, **weight)
+        self.train_loss.update(loss.detach(), weight=len(targets))
+        # Mixed batches have probabilities as targets: the largest counts as the label.
+        labels = targets if targets.ndim == 1 else targets.argmax(dim=1)
         self.train_acc.update(logits.detach(), labels)
         return loss
 
@@ -191,6 +214,7 @@ class TransferLearningModel(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Continue from a checkpoint saved with another `monitor` (`ckpt_path=`, or `resume=`
         with a new monitor): this run's best of its own metric starts afresh."""
+        upgrade_state_dict(checkpoint["state_dict"])
         saved = (checkpoint.get("hyper_parameters") or {}).get("monitor", "val/acc")
         if saved != self.monitor:
             restart_best(checkpoint["state_dict"], "monitor_best.", self.monitor_best)
@@ -199,13 +223,13 @@ class TransferLearningModel(LightningModule):
         self.update_metrics(batch, self.test_loss, self.test_metrics)
 
     def on_test_epoch_end(self) -> None:
-        """Log test/loss, test/acc, test/f1_macro, test/balanced_acc and test/class_acc/<class>
-        over the whole test split (`src.train` tests the best checkpoint once, after training)."""
+        """Log test/loss and the test metrics over the whole test split (`src.train` tests the
+        best checkpoint once, after training)."""
         self.log_metrics("test", self.test_loss, self.test_metrics)
 
     def update_metrics(self, batch, loss: MeanMetric, metrics: MetricCollection) -> torch.Tensor:
         """Add a batch to a split's loss and metrics (validation and test alike); return the
-        batch's logits. The loss is the plain cross-entropy, without class weights."""
+        batch's logits. The loss is the plain cross-entropy, comparable between recipes."""
         images, labels = batch
         logits = self(images)
         loss.update(F.cross_entropy(logits, labels), weight=labels.numel())
@@ -222,14 +246,19 @@ class TransferLearningModel(LightningModule):
         return values
 
     def configure_optimizers(self):
-        """The optimizer over the parameters that train now; with `layer_decay` < 1, one
-        parameter group per backbone stage (named, so the LR logger shows each)."""
-        if self.optimizer_factory is None:
-            raise RuntimeError("TransferLearningModel needs an optimizer factory to train.")
+        """The optimizer over the parameters that train now, and the schedule; with
+        `layer_decay` < 1, one parameter group per backbone stage (named, so the learning-rate
+        monitor shows each)."""
+        from src.models.schedulers import lightning_scheduler
+
+        if not self.hparams.optimizer:
+            raise RuntimeError("TransferLearningModel needs an optimizer config to train.")
         if self.layer_decay == 1:
             groups = [{"params": [p for p in self.parameters() if p.requires_grad]}]
         else:
-            groups = [{"params": list(self.fc.parameters()), "name": "head", "scale": 1.0}]
+            from src.models.stages import stage_lr_scales
+
+            groups = [{"params": list(self.head.parameters()), "name": "head", "scale": 1.0}]
             scales = stage_lr_scales(len(self.stages), self.layer_decay)
             for stage, scale in reversed(list(zip(self.stages, scales, strict=True))):
                 params = [p for p in stage.params if p.requires_grad]
@@ -237,16 +266,21 @@ class TransferLearningModel(LightningModule):
                     groups.append(
                         {"params": params, "name": f"backbone.{stage.name}", "scale": scale}
                     )
-        optimizer = self.optimizer_factory(params=groups)
+        optimizer = instantiate(self.hparams.optimizer)(params=groups)
         for group in optimizer.param_groups:
             group["lr"] *= group.pop("scale", 1.0)
-        if self.scheduler_factory is None:
+        if self.hparams.scheduler is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
+        # (the Trainer, when attached: schedules planned over the run ask it for their length)
+        schedule = lightning_scheduler(self.hparams.scheduler, optimizer, self._trainer)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+
+def upgrade_state_dict(state_dict: dict) -> None:
+    """Rename the head of a checkpoint from before heads were configurable (`fc.*`)."""
+    if not any(key.startswith("head.") for key in state_dict):
+        for key in [key for key in state_dict if key.startswith("fc.")]:
+            state_dict["head." + key[len("fc.") :]] = state_dict.pop(key)
 
 
 def plain(value):

@@ -1,22 +1,25 @@
 """Continue an interrupted run in its own directory: `python -m src.train resume=DIR`.
 
-(DIR may also be a sweep directory: see src/runs/sweep_resume.py.)
-
 `resume=DIR` re-runs DIR's recorded command-line overrides (from `.hydra/overrides.yaml`)
 with `hydra.run.dir=DIR ckpt_path=last`; any override given next to it wins, so
-`resume=DIR trainer.max_epochs=40` extends a finished run.
+`resume=DIR trainer.max_epochs=40` extends a finished run. `ckpt_path=last` continues from
+the directory's `last.ckpt` when there is one; a run that already finished its epochs is
+not trained again. (A multirun directory is continued the same way, job by job:
+`src.runs.sweep`.)
 """
 
 import csv
-import sys
+import logging
 import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from src.errors import UserError
-from src.runs.run_dir import override_key
-from src.runs.sweep_resume import SWEEP_FILE, is_sweep_dir, sweep_resume_overrides
+from src.runs.run_dir import multirun_dir, override_key
+from src.runs.summary import RunSummary
+
+log = logging.getLogger(__name__)
 
 # Overrides that name the run itself rather than what it trains.
 RUN_KEYS = {"hydra.run.dir", "ckpt_path", "resume"}
@@ -28,14 +31,16 @@ def resume_overrides(args: list[str]) -> list[str]:
     if not given:
         return args
     run_dir = Path(given[-1].split("=", 1)[1]).expanduser()
-    if is_sweep_dir(run_dir):
+    if (run_dir / "multirun.yaml").is_file():
+        from src.runs.sweep import sweep_resume_overrides
+
         return sweep_resume_overrides(run_dir, args)
     recorded = run_dir / ".hydra" / "overrides.yaml"
     if not recorded.is_file():
         raise UserError(
             f"resume={run_dir}: no run to continue there (expected {recorded}, or "
-            f"{run_dir / SWEEP_FILE} for a sweep). Pass the directory of an earlier run, e.g. "
-            "logs/runs/<date_time>, or of a sweep, e.g. logs/multiruns/<date_time>."
+            f"{run_dir / 'multirun.yaml'} for a multirun). Pass the directory of an earlier "
+            "run, e.g. logs/runs/<date_time>, or of a multirun, e.g. logs/multiruns/<date_time>."
         )
     new_keys = {override_key(a) for a in args if "=" in a}
     old = [
@@ -47,8 +52,9 @@ def resume_overrides(args: list[str]) -> list[str]:
     return [*old, *args, f"hydra.run.dir={run_dir}", *ckpt]
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, log_dir: Path) -> Path | None:
-    """The checkpoint file to resume from; "last" means this run directory's last.ckpt."""
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> Path | None:
+    """The checkpoint file to continue from. `last`: this run directory's last.ckpt, or None
+    (train from the start) when the run has none yet, as Lightning's own `ckpt_path="last"`."""
     if ckpt_path is None:
         return None
     if str(ckpt_path) != "last":
@@ -56,17 +62,50 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path, log_dir: Path) ->
     last = output_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         return last
-    runs = sorted(log_dir.glob("runs/*/checkpoints/last.ckpt"), reverse=True)[:3]
-    recent = "".join(f"\n  resume={p.parents[1]}" for p in runs)
-    raise UserError(
-        f"ckpt_path=last: this run directory {output_dir} has no checkpoints/last.ckpt. "
-        "To continue an earlier run, name it with resume=<its run directory>"
-        + (f"; the most recent ones:{recent}" if recent else ".")
-    )
+    log.info("ckpt_path=last: %s has no checkpoints/last.ckpt yet; training from the start.",
+             output_dir)  # fmt: skip
+    return None
 
 
-def keep_earlier_metrics(loggers: list, checkpoint: dict) -> None:
-    """Keep the metrics of the epochs the checkpoint has trained, and only those.
+def finished_run(output_dir: Path, cfg) -> RunSummary | None:
+    """The summary of the run in `output_dir` when it already trained its epochs to the end
+    with this config (continuing it has nothing left to do), else None. A finished run of
+    another config is refused: its results would pass for this config's."""
+    summary = RunSummary.read(output_dir)
+    epochs = cfg.trainer.max_epochs
+    if summary is None or summary.interrupted or summary.epochs_trained != epochs:
+        return None
+    before = OmegaConf.to_container(OmegaConf.load(output_dir / "config.yaml"))
+    changed = config_changes(before, OmegaConf.to_container(cfg, resolve=True))
+    if changed:
+        raise UserError(
+            f"{output_dir} holds a finished run of another config ({'; '.join(changed[:3])}). "
+            "Continue it with the config it had, extend it with more trainer.max_epochs, or "
+            "train in a new directory (another hydra.run.dir, or hydra.sweep.dir for a multirun)."
+        )
+    log.info("%s finished its %d epochs before; its results stand.", output_dir, epochs)
+    return summary
+
+
+def config_changes(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """`key: old before, new now` for every value that differs, except the keys that name
+    where and how a run is started (ckpt_path, resume, paths.output_dir)."""
+    changes = []
+    for key in sorted(set(before) | set(now)):
+        name = f"{prefix}{key}"
+        if name in ("ckpt_path", "resume", "paths.output_dir"):
+            continue
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{name}.")
+        elif old != new:
+            changes.append(f"{name}: {old!r} before, {new!r} now")
+    return changes
+
+
+def continue_from(ckpt_path: Path, model, loggers: list) -> None:
+    """Check that the checkpoint fits `model` (its backbone, classes and shapes), then keep the
+    metrics of the epochs it has trained, and only those, in the loggers' files.
 
     Lightning's CSV logger deletes an existing metrics.csv when it starts; rows written after
     the checkpoint (an epoch the kill cut short) are dropped, as that epoch runs again.
@@ -75,6 +114,10 @@ def keep_earlier_metrics(loggers: list, checkpoint: dict) -> None:
     """
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from src.models.checkpoint import load_checkpoint, require_same_shapes
+
+    checkpoint = load_checkpoint(ckpt_path, model.hparams.num_classes, model.hparams.backbone)
+    require_same_shapes(model, checkpoint, ckpt_path)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             # The logger passes its keyword arguments on to the SummaryWriter it creates on
@@ -83,10 +126,8 @@ def keep_earlier_metrics(loggers: list, checkpoint: dict) -> None:
             logger._kwargs["purge_step"] = checkpoint["global_step"]
             logger.experiment  # noqa: B018
             del logger._kwargs["purge_step"]
-        if not isinstance(logger, CSVLogger):
-            continue
-        path = Path(logger.log_dir) / "metrics.csv"
-        if not path.is_file():
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is None or not path.is_file():
             continue
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
@@ -109,11 +150,31 @@ def trained_before(row: dict, checkpoint: dict) -> bool:
     return int(row["step"]) < checkpoint["global_step"]
 
 
-def main_with_resume(main) -> None:
-    """Run the Hydra `main` with `resume=DIR` expanded; a bad DIR exits with code 2."""
-    try:
-        sys.argv[1:] = resume_overrides(sys.argv[1:])
-    except UserError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    main()
+class RunInterrupted(Exception):
+    """A job of a multirun that was interrupted: the launcher records it as not done (a local
+    multirun then stops, see `src.runs.sweep`; SLURM may start the job again)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def stop_interrupted(summary: RunSummary, output_dir) -> None:
+    """Say how to continue an interrupted run, then end it without a result: a single run
+    exits as a shell reports a process stopped by that signal (128 + its number); a job of a
+    multirun raises `RunInterrupted`."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    where = f"-m resume={multirun_dir(hydra_cfg)}" if multirun else f"resume={output_dir}"
+    message = (
+        f"Interrupted by {summary.interrupted_by} after {summary.epochs_trained} finished "
+        f"epoch(s); continue with: python -m src.train {where}"
+    )
+    log.warning("%s", message)
+    code = 143 if summary.interrupted_by == "SIGTERM" else 130
+    if multirun:
+        raise RunInterrupted(message, code)
+    raise SystemExit(code)

@@ -6,7 +6,6 @@ located through its own directory instead: a run dir that was moved or copied st
 
 import csv
 import json
-import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -15,7 +14,7 @@ from omegaconf import OmegaConf
 
 from src.data.splits import FILE_NAME as SPLITS_FILE
 from src.data.splits import SPLIT_NAMES, Splits, SplitSettings, build_splits
-from src.data.transforms import Preprocessing
+from src.data.transforms import Augment, Preprocessing
 from src.errors import UserError
 from src.runs.summary import RunSummary
 
@@ -95,6 +94,15 @@ class Run:
         data = self.config.get("data", {})
         sizes = {"image_size": data.get("image_size") or 224}
         return Preprocessing(**sizes, resize_size=data.get("resize_size") or 256)
+
+    @property
+    def augment(self) -> Augment:
+        """The run's training augmentation (`conf/augment`; the tutorial's for a run of an
+        older version of the template)."""
+        from hydra.utils import instantiate
+
+        config = self.config.get("augment")
+        return instantiate(config) if config else Augment()
 
     def splits(self, data_dir: str | Path | None = None, wanted=SPLIT_NAMES) -> Splits:
         """The split this run trained on: its splits.csv, over its data folder.
@@ -184,74 +192,6 @@ def job_key(job: Path) -> list[int]:
     """Sort key of a job folder relative to its sweep: numbers (nested for sub-sweeps), so
     that 10 sorts after 9."""
     return [int(part) if part.isdigit() else -1 for part in job.parts]
-
-
-def load_sweep(sweep_dir: Path) -> list[dict]:
-    """One row per job of a multirun that got as far as its config: job number, the
-    overrides that differ between jobs, strategy, lr, gamma and the results from its
-    summary.json (None where a job failed)."""
-    sweep_dir = Path(sweep_dir).expanduser()
-    runs = [run for run in sweep_runs(sweep_dir) if run.config]
-    if not runs:
-        raise UserError(
-            f"No job directories with a config.yaml under {sweep_dir}. Pass the folder a "
-            "multirun wrote (hydra.sweep.dir, e.g. logs/multiruns/<date>)."
-        )
-    overrides = {run.path: dict(o.split("=", 1) for o in run.overrides if "=" in o) for run in runs}
-    varied = sorted({k for o in overrides.values() for k in o if _differs(overrides, k)})
-    rows = []
-    for run in runs:
-        summary, model = run.summary or RunSummary(), run.config.get("model", {})
-        rows.append(
-            {
-                "job": run.path.relative_to(sweep_dir).as_posix(),
-                **{key: overrides[run.path].get(key) for key in varied},
-                "strategy": run.config.get("strategy", {}).get("name"),
-                "lr": model.get("optimizer", {}).get("lr"),
-                "gamma": model.get("scheduler", {}).get("gamma"),
-                "best_val_acc": summary.best_val_acc,
-                "best_epoch": summary.best_epoch,
-                "epochs_trained": summary.epochs_trained,
-                "fit_time_s": summary.fit_time_s,
-                "run_dir": str(run.path),
-            }
-        )
-    return rows
-
-
-def curves_by_strategy(rows: list[dict], metric: str = "val/acc") -> dict:
-    """{strategy: {job label: {epoch: value}}} of `metric`, for the jobs of `load_sweep`
-    that logged metrics; the label names the job and its lr and gamma."""
-    curves: dict[str, dict] = {}
-    for row in rows:
-        path = Path(row["run_dir"]) / "csv" / "metrics.csv"
-        series = read_metrics(path).get(metric) if path.is_file() else None
-        if series:
-            label = f"job {row['job']}: lr={row['lr']} gamma={row['gamma']}"
-            curves.setdefault(str(row["strategy"]), {})[label] = series
-    return curves
-
-
-def _differs(overrides: dict, key: str) -> bool:
-    return len({o.get(key) for o in overrides.values()}) > 1
-
-
-def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A plain-text table (no pandas needed): floats to 4 digits, None as '-'."""
-    if columns is None:
-        columns = list(rows[0]) if rows else []
-
-    def text(value) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            return "-"
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    cells = [[text(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines)
 
 
 def checkpoint_preprocessing(

@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from src.errors import UserError
 from src.files import write_text_atomic
 
 FILE_NAME = "summary.json"
@@ -64,6 +65,34 @@ class RunSummary:
     optimized_metric: str | None = None
     optimized_value: float | None = None
     wall_time_s: float | None = None
+
+    @staticmethod
+    def facts(datamodule, trainer) -> dict:
+        """The fields that describe the data and the Trainer of a finished fit."""
+        test_set = datamodule.test_set
+        return {
+            "class_names": datamodule.class_names,
+            "num_classes": len(datamodule.class_names),
+            "train_size": len(datamodule.train_set),
+            "val_size": len(datamodule.val_set),
+            "test_size": None if test_set is None else len(test_set),
+            "preprocessing": datamodule.preprocessing.as_dict(),
+            "skipped_images": datamodule.skipped_images,
+            "epochs_trained": trainer.current_epoch,
+            "precision": str(trainer.precision),
+            "accelerator": type(trainer.accelerator).__name__,
+        }
+
+    def check_optimized(self, logged) -> None:
+        """Stop when a finished run's `optimized_metric` names no metric in `logged`: a
+        sweep would have nothing to optimise."""
+        if self.optimized_value is not None or self.interrupted:
+            return
+        raise UserError(
+            f"optimized_metric={self.optimized_metric} was never logged, so a sweep has "
+            f"nothing to optimise (summary.json is written). Choose one of the logged "
+            f"metrics: {', '.join(sorted(logged))}."
+        )
 
     def write(self, run_dir: str | Path) -> Path:
         path = Path(run_dir) / FILE_NAME

@@ -1,33 +1,27 @@
-"""A Hydra callback that tabulates a multirun: `sweep_summary.csv` and `.md` at the sweep root.
+"""The tables of a multirun: `sweep_summary.csv` and `.md` at the sweep root, and what the
+notebooks read of a sweep.
 
 Each job's row comes from what the job left in its directory: `.hydra/overrides.yaml`
 (written by Hydra before the job starts), `summary.json` (written by `src.train`) and
-`job_status.json` (written here when the job ends, failed or not). The table is rebuilt
-after every job, not only at the end of the sweep: when a job fails, Hydra's sweepers
-raise once the batch is done and `on_multirun_end` never runs, and a sweep killed half-way
-should still show what finished. A job with a directory but no status is still running,
-or was killed (listed as "unfinished"). Below the jobs, a second table groups them by their
-overrides without `seed` and `data.fold`: mean ± std over repeats (`src.runs.sweep_groups`).
+`job_status.json` (written by `src.runs.sweep.SweepSummary` when the job ends, failed or
+not). The tables are rebuilt after every job, not only at the end of the sweep: when a job
+fails, Hydra's sweepers raise once the batch is done and `on_multirun_end` never runs, and a
+sweep killed half-way should still show what finished. A job with a directory but no status
+is still running, or was killed (listed as "unfinished"). Below the jobs, a second table
+groups them by their overrides without `seed` and `data.fold`: mean ± std over repeats
+(`src.runs.sweep_groups`).
 """
 
 import csv
-import json
 import logging
-import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
+from src.errors import UserError
 from src.files import write_text_atomic
-from src.runs.run_dir import STATUS_FILE, Run, job_key, multirun_dir, sweep_runs
-from src.runs.slurm import slurm_task_rank
+from src.runs.run_dir import Run, job_key, read_metrics, sweep_runs
+from src.runs.summary import RunSummary
 from src.runs.sweep_groups import group_jobs, groups_csv, groups_markdown
-from src.runs.sweep_resume import completed_earlier
 
 try:
     import fcntl
@@ -41,50 +35,6 @@ COLUMNS = [
     "run_dir", "monitor", "monitor_best",
 ]  # fmt: skip
 STATUS_ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
-
-
-class SweepSummary(Callback):
-    """Writes the sweep summary after every job of a multirun and once more at its end."""
-
-    def __init__(self) -> None:
-        self._started: dict[str, float] = {}
-        self._skipped: set[str] = set()
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        job_dir = config.hydra.runtime.output_dir
-        self._started[job_dir] = time.perf_counter()
-        if config.hydra.mode == RunMode.MULTIRUN and not slurm_task_rank():
-            # The job will skip training (see src.runs.sweep_resume): its status stands.
-            if completed_earlier(Run(job_dir, check=False)):
-                self._skipped.add(job_dir)
-            write_sweep_summary(multirun_dir(config.hydra))  # a sweep killed now shows this job
-
-    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
-        # Tasks 1..n-1 of a multi-task SLURM job train the same job as task 0, which reports it.
-        if config.hydra.mode != RunMode.MULTIRUN or slurm_task_rank():
-            return
-        job_dir = Path(config.hydra.runtime.output_dir)
-        started = self._started.pop(str(job_dir), None)
-        failed = job_return.status != JobStatus.COMPLETED
-        if str(job_dir) in self._skipped and not failed:
-            self._skipped.discard(str(job_dir))
-            write_sweep_summary(multirun_dir(config.hydra))
-            return
-        status = {
-            "status": "failed" if failed else "completed",
-            # `job_return.return_value` re-raises a failed job's exception; read the field.
-            "error": _one_line(job_return._return_value) if failed else None,
-            "return_value": None if failed else _float_or_none(job_return._return_value),
-            "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
-        }
-        write_text_atomic(job_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
-        write_sweep_summary(multirun_dir(config.hydra))
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        root = multirun_dir(config.hydra)
-        if root.is_dir():
-            rows = write_sweep_summary(root)
-            log.info("Sweep summary of %d jobs: %s", len(rows), root / "sweep_summary.md")
 
 
 def write_sweep_summary(root: Path) -> list[dict]:
@@ -182,19 +132,12 @@ def _fmt(value, pattern: str) -> str:
     return "" if value is None else pattern.format(value)
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     """The root cause: Hydra wraps errors raised while instantiating a `_target_`."""
     while error.__cause__ is not None:
         error = error.__cause__
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0] if lines else ''}"
-
-
-def _float_or_none(value) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 @contextmanager
@@ -209,3 +152,68 @@ def _locked(lock_path: Path):
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load_sweep(sweep_dir: Path) -> list[dict]:
+    """One row per job of a multirun that got as far as its config: job number, the
+    overrides that differ between jobs, strategy, lr, gamma and the results from its
+    summary.json (None where a job failed)."""
+    sweep_dir = Path(sweep_dir).expanduser()
+    runs = [run for run in sweep_runs(sweep_dir) if run.config]
+    if not runs:
+        raise UserError(
+            f"No job directories with a config.yaml under {sweep_dir}. Pass the folder a "
+            "multirun wrote (hydra.sweep.dir, e.g. logs/multiruns/<date>)."
+        )
+    overrides = {run.path: dict(o.split("=", 1) for o in run.overrides if "=" in o) for run in runs}
+    varied = sorted({k for o in overrides.values() for k in o if _differs(overrides, k)})
+    rows = []
+    for run in runs:
+        summary, config = run.summary or RunSummary(), run.config
+        model = config.get("model", {})  # (runs of older versions: the recipe inside it)
+        rows.append(
+            {
+                "job": run.path.relative_to(sweep_dir).as_posix(),
+                **{key: overrides[run.path].get(key) for key in varied},
+                "strategy": config.get("strategy", {}).get("name"),
+                "lr": (config.get("optimizer") or model.get("optimizer") or {}).get("lr"),
+                "gamma": (config.get("scheduler") or model.get("scheduler") or {}).get("gamma"),
+                "best_val_acc": summary.best_val_acc,
+                "best_epoch": summary.best_epoch,
+                "epochs_trained": summary.epochs_trained,
+                "fit_time_s": summary.fit_time_s,
+                "run_dir": str(run.path),
+            }
+        )
+    return rows
+
+
+def curves_by_strategy(rows: list[dict], metric: str = "val/acc") -> dict:
+    """{strategy: {job label: {epoch: value}}} of `metric`, for the jobs of `load_sweep`
+    that logged metrics; the label names the job and its lr and gamma."""
+    curves: dict[str, dict] = {}
+    for row in rows:
+        path = Path(row["run_dir"]) / "csv" / "metrics.csv"
+        series = read_metrics(path).get(metric) if path.is_file() else None
+        if series:
+            label = f"job {row['job']}: lr={row['lr']} gamma={row['gamma']}"
+            curves.setdefault(str(row["strategy"]), {})[label] = series
+    return curves
+
+
+def _differs(overrides: dict, key: str) -> bool:
+    return len({o.get(key) for o in overrides.values()}) > 1
+
+
+def rows_table(rows: list[dict], columns: list[str] | None = None):
+    """`rows` as a rich `Table` to print (`rich.print`), in a terminal or a notebook: floats to
+    4 digits, None as '-'."""
+    from rich.table import Table
+
+    columns = columns or (list(rows[0]) if rows else [])
+    table = Table(*columns)
+    for row in rows:
+        cells = [row.get(column) for column in columns]
+        table.add_row(*("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+                        for v in cells))  # fmt: skip
+    return table

@@ -1,25 +1,27 @@
 """Reject configuration values that cannot work, before any data is loaded or model built.
 
-Each check names the key to fix; the values a sweep may explore are left alone.
+Each check names the key to fix; the values a sweep may explore are left alone. The data.*
+keys are checked by the datamodule's constructor, which also runs before any image is read.
 """
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from src.data.splits import SplitSettings
-from src.errors import UserError
-from src.models.metrics import check_monitor
+from src.errors import UserError, require_extra
 
 STRATEGIES = ("finetune", "frozen", "lp_ft", "gradual")
 
 
 def check_config(cfg: DictConfig) -> None:
     """Raise a `UserError` naming the first config key whose value cannot work."""
-    require(cfg, "data.batch_size", lambda v: isinstance(v, int) and v >= 1, "an integer >= 1")
-    require(cfg, "data.num_workers", lambda v: v is None or v >= 0, "null or an integer >= 0")
-    require(cfg, "model.optimizer.lr", lambda v: v > 0, "a number > 0")
-    require(cfg, "model.optimizer.momentum", lambda v: v >= 0, "a number >= 0")
-    require(cfg, "model.scheduler.step_size", lambda v: v >= 1, "an integer >= 1 (epochs)")
-    require(cfg, "model.scheduler.gamma", lambda v: 0 < v <= 1, "a number in (0, 1]")
+    require(cfg, "optimizer.lr", lambda v: v > 0, "a number > 0")
+    require(cfg, "optimizer.momentum", lambda v: v >= 0, "a number >= 0")
+    require(cfg, "optimizer.weight_decay", lambda v: v >= 0, "a number >= 0")
+    require(cfg, "scheduler.step_size", lambda v: v >= 1, "an integer >= 1 (epochs)")
+    require(cfg, "scheduler.gamma", lambda v: 0 < v <= 1, "a number in (0, 1]")
+    require(cfg, "scheduler.interval", lambda v: v in ("epoch", "step"), "epoch or step")
+    require(cfg, "scheduler.warmup_epochs", lambda v: v >= 0, "a number >= 0 (epochs)")
+    require(cfg, "loss.label_smoothing", lambda v: 0 <= v < 1, "a number in [0, 1)")
+    require(cfg, "monitor_mode", lambda v: v in ("max", "min"), "max or min")
     require(cfg, "model.layer_decay", lambda v: 0 < v <= 1, "a number in (0, 1] (1 = off)")
     require(cfg, "trainer.max_epochs", lambda v: v is None or v >= -1, "an integer (-1 = no limit)")
     require(cfg, "strategy.name", lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}")
@@ -27,6 +29,9 @@ def check_config(cfg: DictConfig) -> None:
     require(cfg, "strategy.probe_epochs", is_count(0), "an integer >= 0 (epochs)")
     require(cfg, "strategy.unfreeze_every", is_count(1), "an integer >= 1 (epochs)")
     check_phases(cfg)
+    for tracker in ("mlflow", "wandb"):  # the trackers beyond CSV and TensorBoard are extras
+        if OmegaConf.select(cfg, f"logger.{tracker}") is not None:
+            require_extra(tracker, f"logger={tracker}")
     check_strategy(OmegaConf.select(cfg, "trainer.strategy"))
     if OmegaConf.select(cfg, "data.cache_features") and not head_trains_alone_first(cfg):
         raise UserError(
@@ -36,12 +41,9 @@ def check_config(cfg: DictConfig) -> None:
             "computed once."
         )
     check_backbone(OmegaConf.select(cfg, "model.backbone"), OmegaConf.select(cfg, "model.weights"))
-    SplitSettings.from_config(cfg.get("data") or {})  # raises on a bad data.fold, ...
-    require(cfg, "data.sampler", lambda v: v in (None, "balanced"), "null (shuffle) or balanced")
     weights = "null, balanced or a list of numbers > 0"
     require(cfg, "model.class_weights", valid_class_weights, weights)
     if "monitor" in cfg:
-        check_monitor(cfg.monitor, cfg.get("monitor_mode"))
         checkpoint_monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
         if checkpoint_monitor not in (None, cfg.monitor):
             raise UserError(

@@ -21,18 +21,20 @@ from src.training.seeding import next_epoch
 
 class CacheFeatures(Callback):
     """At the start of fitting, replace the datamodule's images by the backbone's features,
-    for as long as the backbone stays frozen.
+    for as long as the backbone stays frozen (attached by the strategies' configs).
 
-    `train=False` (what `src.train` uses for `strategy=frozen` without `data.cache_features`)
-    caches the validation images only, whose transform is fixed anyway, so training keeps
-    its augmentation and every number stays what running the backbone in each epoch gives:
-    the features are computed in the validation loader's batch size and precision, without
-    drawing from the run's random numbers. Skipped when `trainer.limit_val_batches` cuts
-    validation short (a smoke run would pay for a whole pass it never makes).
+    `train` (`data.cache_features`): training images too, whose augmentation is then off.
+    `val` alone (`strategy=frozen` without `data.cache_features`): the validation images,
+    whose transform is fixed anyway, so training keeps its augmentation and every number
+    stays what running the backbone in each epoch gives: the features are computed in the
+    validation loader's batch size and precision, without drawing from the run's random
+    numbers. Skipped when `trainer.limit_val_batches` cuts validation short (a smoke run
+    would pay for a whole pass it never makes). Neither: the callback does nothing.
     """
 
-    def __init__(self, train: bool = True) -> None:
+    def __init__(self, train: bool = True, val: bool = True) -> None:
         self.train = train
+        self.val = val
         self.first_epoch = 0  # the epoch this fit starts at (a resumed run's next epoch)
         self.until: int | None = None  # the first epoch that trains the backbone
         self.saved_reload: int | None = None
@@ -41,6 +43,8 @@ class CacheFeatures(Callback):
         self.first_epoch = next_epoch(checkpoint)
 
     def on_fit_start(self, trainer, pl_module) -> None:
+        if not (self.train or self.val):
+            return
         # The config check (src.training.config_checks) already required a frozen start.
         staged = [c for c in trainer.callbacks if isinstance(c, StagedFinetuning)]
         self.until = staged[0].head_only_epochs if staged else None

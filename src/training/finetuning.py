@@ -19,6 +19,7 @@ import logging
 from lightning.pytorch.callbacks import BaseFinetuning
 
 from src.errors import UserError
+from src.models.stages import stage_lr_scales
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,8 @@ class StagedFinetuning(BaseFinetuning):
         new = [i for i in top_down[:wanted] if stages[i].name not in self.opened]
         if not new:
             return
-        lrs = pl_module.stage_learning_rates(
-            optimizer.param_groups[0]["lr"] * self.backbone_lr_ratio
-        )
+        top_lr = optimizer.param_groups[0]["lr"] * self.backbone_lr_ratio
+        lrs = [top_lr * s for s in stage_lr_scales(len(stages), pl_module.layer_decay)]
         if pl_module.layer_decay == 1 and len(new) > 1:
             # One learning rate for all: one group (lp_ft's "backbone" column).
             params = [p for i in new for p in self.open_stage(stages[i])]
@@ -117,19 +117,28 @@ class StagedFinetuning(BaseFinetuning):
 
 
 def add_group(optimizer, params: list, lr: float, name: str, trainer) -> None:
-    """Add a parameter group, and tell the LR schedulers about it.
+    """Add a parameter group, and tell the learning-rate schedulers about it.
 
-    Schedulers keep one base rate per group (`base_lrs`), fixed when they were built; a
-    group added later is otherwise skipped by those that compute rates from them.
+    Schedulers keep per-group values fixed when they were built: a base rate (`base_lrs`),
+    `LambdaLR` a factor function, `OneCycleLR` the group's bounds (`max_lr`, `min_lr`,
+    momentum); a group added later gets the head's, its rates in the proportion of its rate
+    to the head's.
     `initial_lr` is this group's rate as it would have been at epoch 0.
     """
     head = optimizer.param_groups[0]
-    initial_lr = lr * head.get("initial_lr", head["lr"]) / head["lr"] if head["lr"] else lr
-    optimizer.add_param_group({"params": params, "lr": lr, "initial_lr": initial_lr, "name": name})
+    ratio = lr / head["lr"] if head["lr"] else 1.0
+    # The head's settings (a one-cycle schedule's momentum bounds too), its rates scaled.
+    group = {k: v for k, v in head.items() if k not in ("params", "name")}
+    group.update({k: head[k] * ratio for k in ("initial_lr", "max_lr", "min_lr") if k in head})
+    group.update(params=params, lr=lr, name=name)
+    group.setdefault("initial_lr", lr)
+    optimizer.add_param_group(group)
     for config in trainer.lr_scheduler_configs:
         scheduler = config.scheduler
         if scheduler.optimizer is optimizer and hasattr(scheduler, "base_lrs"):
-            scheduler.base_lrs.append(initial_lr)
+            scheduler.base_lrs.append(group["initial_lr"])
+            if hasattr(scheduler, "lr_lambdas"):
+                scheduler.lr_lambdas.append(scheduler.lr_lambdas[0])
 
 
 class LinearProbeThenFinetune(StagedFinetuning):

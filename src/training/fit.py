@@ -10,8 +10,9 @@ import torch
 from lightning.pytorch.trainer.states import TrainerStatus
 
 
-def fit(trainer, model, datamodule, ckpt_path=None) -> float:
-    """`trainer.fit`, returning its duration in seconds; an interruption is not an error."""
+def fit(trainer, model, datamodule, ckpt_path=None) -> tuple[float, str | None]:
+    """`trainer.fit`; returns its duration in seconds and what interrupted it ("SIGTERM",
+    "SIGINT" or None): an interruption is not an error."""
     started = time.perf_counter()
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -20,14 +21,10 @@ def fit(trainer, model, datamodule, ckpt_path=None) -> float:
         # the current batch; last.ckpt still holds the last finished epoch.
         if trainer.state.status != TrainerStatus.INTERRUPTED:
             raise
-    return time.perf_counter() - started
-
-
-def interruption(trainer) -> str | None:
-    """ "SIGTERM" or "SIGINT" when the fit was interrupted, else None."""
+    seconds = time.perf_counter() - started
     if trainer.state.status != TrainerStatus.INTERRUPTED:
-        return None
-    return "SIGTERM" if trainer.received_sigterm else "SIGINT"
+        return seconds, None
+    return seconds, "SIGTERM" if trainer.received_sigterm else "SIGINT"
 
 
 def best_checkpoint_results(

@@ -1,10 +1,11 @@
-"""Lightning's MLflow logger, made safe for this template's runs: it fails before training when
-the tracking URI cannot be reached, and a run resumed in its directory continues the same
-MLflow run instead of starting a second one.
+"""Lightning's MLflow logger, made safe for this template's runs (`logger=mlflow`, the [mlflow]
+extra): it fails before training when the tracking URI cannot be reached, and a run resumed in
+its directory continues the same MLflow run instead of starting a second one.
 
-MLflow cannot delete a logged value, and refuses to change a parameter. So on resume, metric
-steps the run already holds are not sent again (the learning rate of the epoch the kill cut
-short, logged as that epoch started), and parameters keep their first value; a changed one
+Lightning's `MLFlowLogger(run_id=...)` alone cannot serve: a resumed run must first find its
+id (by the run_dir tag set here), and MLflow can neither delete a logged value nor change a
+parameter. So on resume, metric steps the run already holds are not sent again (the learning
+rate of the epoch the kill cut short), and parameters keep their first value; a changed one
 (`trainer.max_epochs=40` to extend a run) is listed in the log instead.
 """
 

@@ -39,7 +39,7 @@ def model_state(module) -> dict[str, torch.Tensor]:
     return {
         k: v.detach().clone()
         for k, v in module.state_dict().items()
-        if k.startswith(("backbone.", "fc."))
+        if k.startswith(("backbone.", "head."))
     }
 
 

@@ -4,7 +4,7 @@ Compares fp32 and bf16 autocast, with and without channels_last, on this machine
 (or GPU with --device cuda), at the tutorial's batch size. It tells which
 `trainer.precision` and `model.channels_last` pay on your hardware:
 
-    python -m src.bench.train_step [--model resnet18] [--batch-size 4] [--steps 20] [--device cpu]
+    python -m benchmarks.train_step [--model resnet18] [--batch-size 4] [--steps 20] [--device cpu]
 
 (`--model`: any torchvision classification model name.)
 """

@@ -3,7 +3,7 @@
 Same transforms, batch size 4, shuffled loaders, SGD(0.001, 0.9), StepLR(7, 0.1),
 `model.train()`/`model.eval()` per phase and a copy of the best weights; only the worker
 count follows the machine (one per core) and the result is returned instead of printed.
-Run: `python -m src.bench.tutorial_loop --data-dir DIR --strategy finetune --out result.json`.
+Run: `python -m benchmarks.tutorial_loop --data-dir DIR --strategy finetune --out result.json`.
 """
 
 import argparse

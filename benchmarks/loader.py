@@ -14,7 +14,7 @@ through the training and the validation pipeline of:
 Speeds are images per second of the worker's CPU time (one thread), which is what a worker
 delivers when it has a core to itself, however busy the rest of the machine is.
 
-    python -m src.bench.loader --data-dir data/hymenoptera_data [--sizes 500 1024 2048 4032]
+    python -m benchmarks.loader --data-dir data/hymenoptera_data [--sizes 500 1024 2048 4032]
 """
 
 import argparse
@@ -30,10 +30,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from src.bench.machine import describe
+from benchmarks.machine import describe
 from src.data.images import is_image_name
 from src.data.splits import build_splits, image_split
-from src.data.transforms import Preprocessing
+from src.data.transforms import Augment, Preprocessing, build_transform
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 TUTORIAL = {
@@ -97,7 +97,7 @@ def best_of(datasets: dict, seconds: float, rounds: int) -> dict[str, float]:
 
 def pipelines(folder: Path, stage: str) -> dict:
     pre = Preprocessing()
-    template_transform = pre.train_transform() if stage == "train" else pre.eval_transform()
+    template_transform = build_transform(pre, Augment() if stage == "train" else None)
     splits = build_splits(folder, wanted=("train",))
     return {
         "tutorial": datasets.ImageFolder(folder / "train", TUTORIAL[stage]),

@@ -1,6 +1,6 @@
 """Benchmark: the tutorial's own loop against this template, side by side, in one run.
 
-For each strategy and number of epochs it runs `src.bench.tutorial_loop` and then
+For each strategy and number of epochs it runs `benchmarks.tutorial_loop` and then
 `src.train` (default settings; `--cache-features` adds `data.cache_features=true` to
 frozen) as fresh processes on the same data, seed, epochs and initial weights, and prints
 the whole process's time (imports and figures included), the fit's time, train images/s,
@@ -8,8 +8,8 @@ best validation accuracy and the template/tutorial ratio of process times. With
 `--multirun-jobs N` it also runs N two-epoch finetune jobs as one local multirun and
 reports what each job costs beyond its fit. Results go to `<out-dir>/bench.{json,md}`.
 
-    python -m src.bench.compare_tutorial --data-dir data/hymenoptera_data --epochs 25
-    python -m src.bench.compare_tutorial --data-dir data/hymenoptera_data --epochs 2 4 \\
+    python -m benchmarks.compare_tutorial --data-dir data/hymenoptera_data --epochs 25
+    python -m benchmarks.compare_tutorial --data-dir data/hymenoptera_data --epochs 2 4 \\
         --multirun-jobs 4          # short runs (make bench-short)
 """
 
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from src.bench.machine import describe
+from benchmarks.machine import describe
 
 
 def timed(command: list[str], **kwargs) -> float:
@@ -31,7 +31,7 @@ def timed(command: list[str], **kwargs) -> float:
 
 
 def run_tutorial(args, strategy: str, epochs: int, seed: int, out: Path) -> dict:
-    command = [sys.executable, "-m", "src.bench.tutorial_loop", "--data-dir", args.data_dir,
+    command = [sys.executable, "-m", "benchmarks.tutorial_loop", "--data-dir", args.data_dir,
                "--strategy", strategy, "--epochs", str(epochs), "--seed", str(seed),
                "--out", str(out)]  # fmt: skip
     if args.weights != "null":

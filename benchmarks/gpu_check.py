@@ -4,7 +4,7 @@ Runs `python -m src.train` (every default; only the data folder, weights and epo
 given) as a fresh process with one extra callback, `StepTiming`, and prints the training
 time, train images per second, the loader's share of the step time and the peak GPU memory:
 
-    python -m src.bench.gpu_check --data-dir data/hymenoptera_data      (make bench-gpu)
+    python -m benchmarks.gpu_check --data-dir data/hymenoptera_data      (make bench-gpu)
 
 It stops with a message on a machine without a CUDA GPU; `--allow-cpu` runs it anyway
 (the tests do, on tiny images).
@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 
-from src.bench.machine import describe
+from benchmarks.machine import describe
 
 TIMING_FILE = "step_timing.json"
 
@@ -88,7 +88,7 @@ def main() -> None:
     command = [sys.executable, "-m", "src.train", f"data.data_dir={Path(args.data_dir).resolve()}",
                f"model.weights={args.weights}", f"trainer.max_epochs={args.epochs}",
                "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
-               "+callbacks.step_timing._target_=src.bench.gpu_check.StepTiming",
+               "+callbacks.step_timing._target_=benchmarks.gpu_check.StepTiming",
                *args.overrides]  # fmt: skip
     started = time.perf_counter()
     subprocess.run(command, check=True)

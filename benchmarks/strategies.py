@@ -1,7 +1,7 @@
 """Benchmark fine-tuning strategies on several backbones: seconds per epoch, peak memory and
 best validation accuracy over seeds.
 
-    python -m src.bench.strategies --data-dir PATH [--models resnet18 mobilenet_v3_large \\
+    python -m benchmarks.strategies --data-dir PATH [--models resnet18 mobilenet_v3_large \\
         convnext_tiny] [--strategies finetune frozen lp_ft gradual] [--epochs 3] \\
         [--seeds 1 2 3] [--weights null] [--out DIR] [extra src.train overrides ...]
 
