@@ -99,9 +99,11 @@ def test_training_rejects_a_checkpoint_for_other_classes(ckpt_run, tmp_path):
         train(cfg)
 
 
-def test_ckpt_path_last_without_a_checkpoint_points_to_resume(ckpt_run, tmp_path):
+def test_ckpt_path_last_without_a_checkpoint_trains_from_the_start(ckpt_run, tmp_path):
+    """As Lightning's own ckpt_path="last": what a job that SLURM restarts before its first
+    checkpoint, or a multirun continued with resume=<sweep dir>, relies on."""
     cfg, _ = ckpt_run
     cfg.paths.output_dir, cfg.ckpt_path = str(tmp_path / "fresh"), "last"
     (tmp_path / "fresh").mkdir()
-    with pytest.raises(UserError, match=r"has no checkpoints/last\.ckpt.*resume="):
-        train(cfg)
+    summary = train(cfg)
+    assert summary.resumed_from is None and summary.epochs_trained == cfg.trainer.max_epochs

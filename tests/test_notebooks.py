@@ -94,5 +94,9 @@ def test_inspect_run_notebook_executes(trained_run, monkeypatch):
 def test_compare_sweep_notebook_executes(sweep_dir, monkeypatch):
     nb = execute("compare_sweep.ipynb", monkeypatch, SWEEP_DIR=str(sweep_dir))
     assert images_shown(nb) == 4  # mean ± std, heatmap, val/acc and val/loss side by side
-    table = "".join(out.get("text", "") for out in nb.cells[3].outputs)
+    # rich prints to a notebook as display data, with a text/plain rendering
+    outputs = nb.cells[3].outputs
+    table = "".join(
+        out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in outputs
+    )
     assert "finetune" in table and "frozen" in table

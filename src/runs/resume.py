@@ -69,22 +69,36 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> Path | None:
 
 def finished_run(output_dir: Path, cfg) -> RunSummary | None:
     """The summary of the run in `output_dir` when it already trained its epochs to the end
-    with this config (continuing it has nothing left to do), else None. A finished run of
-    another config is refused: its results would pass for this config's."""
+    with this config (continuing it has nothing left to do), else None.
+
+    A finished run of another config is refused: its results would pass for this config's;
+    so is any earlier attempt of a multirun job with another config (the sweep's arguments
+    changed), which would mix two jobs in one directory. A single run may be continued with
+    changed keys (`resume=DIR optimizer.lr=...`).
+    """
     summary = RunSummary.read(output_dir)
     epochs = cfg.trainer.max_epochs
-    if summary is None or summary.interrupted or summary.epochs_trained != epochs:
-        return None
-    before = OmegaConf.to_container(OmegaConf.load(output_dir / "config.yaml"))
-    changed = config_changes(before, OmegaConf.to_container(cfg, resolve=True))
-    if changed:
-        raise UserError(
-            f"{output_dir} holds a finished run of another config ({'; '.join(changed[:3])}). "
-            "Continue it with the config it had, extend it with more trainer.max_epochs, or "
-            "train in a new directory (another hydra.run.dir, or hydra.sweep.dir for a multirun)."
-        )
-    log.info("%s finished its %d epochs before; its results stand.", output_dir, epochs)
-    return summary
+    finished = summary is not None and not summary.interrupted
+    finished = finished and summary.epochs_trained == epochs
+    if (finished or in_multirun()) and (output_dir / "config.yaml").is_file():
+        before = OmegaConf.to_container(OmegaConf.load(output_dir / "config.yaml"))
+        changed = config_changes(before, OmegaConf.to_container(cfg, resolve=True))
+        if changed:
+            raise UserError(
+                f"{output_dir} holds {'a finished' if finished else 'an earlier'} run of another "
+                f"config ({'; '.join(changed[:3])}). Continue it with the config it had, or train "
+                "in a new directory (another hydra.run.dir, or hydra.sweep.dir for a multirun)."
+            )
+    if finished:
+        log.info("%s finished training before; its results stand.", output_dir)
+    return summary if finished else None
+
+
+def in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def config_changes(before: dict, now: dict, prefix: str = "") -> list[str]:

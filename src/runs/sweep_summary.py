@@ -19,7 +19,8 @@ from pathlib import Path
 
 from src.errors import UserError
 from src.files import write_text_atomic
-from src.runs.run_dir import Run, job_key, read_metrics, sweep_runs
+from src.runs.resume import RUN_KEYS
+from src.runs.run_dir import Run, job_key, override_key, read_metrics, sweep_runs
 from src.runs.summary import RunSummary
 from src.runs.sweep_groups import group_jobs, groups_csv, groups_markdown
 
@@ -67,7 +68,8 @@ def job_row(root: Path, run: Run) -> dict:
         "test_acc": summary.test_acc if summary else None,
         "best_epoch": summary.best_epoch if summary else None,
         "wall_time_s": status.get("wall_time_s"),
-        "overrides": " ".join(run.overrides),
+        # What the job trains, without how it was started (ckpt_path=last when resumed).
+        "overrides": " ".join(o for o in run.overrides if override_key(o) not in RUN_KEYS),
         "run_dir": str(run.path),
         "monitor": summary.monitor if summary else None,
         "monitor_best": summary.monitor_best if summary else None,
