@@ -20,6 +20,7 @@ EXTRAS = {
     "onnx": "export",
     "onnxscript": "export",
     "onnxruntime": "export",
+    "pytorch_grad_cam": "cam",
 }
 # Command-line choices that need a Hydra plugin of an extra: without it, Hydra cannot even
 # compose the config (and would only say that the option does not exist).
@@ -30,8 +31,13 @@ PLUGIN_CHOICES = {
 }
 
 
-# Config keys that moved: the old name on a command line gets the new one.
-RENAMED = {"model.optimizer": "optimizer", "model.scheduler": "scheduler"}
+# Config keys that moved: the old name on a command line gets the new one (with what was
+# inside it, unless the key moved inside itself: figures=false is figures.enabled=false).
+RENAMED = {
+    "model.optimizer": "optimizer",
+    "model.scheduler": "scheduler",
+    "figures": "figures.enabled",
+}
 
 
 class UserError(Exception):
@@ -61,7 +67,8 @@ def check_command_line(args: list[str]) -> None:
     for arg in args:
         key = arg.lstrip("+~").split("=", 1)[0]
         for old, new in RENAMED.items():
-            if key == old or key.startswith(old + "."):
+            inside = key.startswith(old + ".") and not new.startswith(old + ".")
+            if key == old or inside:
                 raise UserError(f"{old} is now {new}: write {new + key[len(old) :]} (was {arg}).")
         for choice, module in PLUGIN_CHOICES.items():
             if arg.lstrip("+").startswith(choice):

@@ -1,8 +1,8 @@
 """Evaluate a checkpoint: `python -m src.eval run_dir=DIR` or `ckpt_path=PATH [data.data_dir=...]`.
 
 Writes `eval.json` (loss, accuracy, macro F1, balanced accuracy, per-class accuracy,
-confusion matrix) and prints the same as a small table. Numbers are computed in full
-precision on the CPU.
+confusion matrix; with `tta=flip` the same with test-time augmentation) and prints them.
+Numbers are computed in full precision on the CPU.
 """
 
 import json
@@ -21,15 +21,12 @@ log = logging.getLogger(__name__)
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error(log):
         results = evaluate(
-            ckpt_path=cfg.ckpt_path,
-            run_dir=cfg.run_dir,
-            split=cfg.split,
-            **cfg.data,
+            ckpt_path=cfg.ckpt_path, run_dir=cfg.run_dir, split=cfg.split, tta=cfg.tta, **cfg.data
         )
     where = Path(results["run_dir"] or Path(results["ckpt_path"]).parent)
     output = Path(cfg.output or where / "eval.json")
     output.write_text(json.dumps(results, indent=2) + "\n")
-    print(format_results(results))
+    show_results(results)
     print(f"Wrote {output}")
 
 
@@ -43,18 +40,20 @@ def evaluate(
     split: str = "val",
     skip_bad_images: bool = False,
     jpeg_draft: bool | None = None,
+    tta: str | None = None,
 ) -> dict:
     """Results of the checkpoint (or the run's best one) on one split of the data.
 
     The split is the run's own (its splits.csv) unless `data_dir` is given: then it is made
     from that folder with the run's split settings (`val/` of a folder with split folders).
     Images are checked and read as training reads them: undecodable ones stop the
-    evaluation with their names, unless `skip_bad_images` (then they are counted).
+    evaluation with their names, unless `skip_bad_images` (then they are counted). With
+    `tta="flip"`, the results of test-time augmentation (the mean of each image's and its
+    mirror image's probabilities) are added under "tta", beside the plain ones.
     """
     from src.data.splits import build_splits
     from src.inspection.predictions import labelled_images, predict_dataset
     from src.models.checkpoint import load_model
-    from src.models.metrics import split_metrics
     from src.runs.run_dir import Run, checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     if not ckpt_path and not run_dir:
@@ -77,14 +76,7 @@ def evaluate(
     draft = draft_size(run, pre, jpeg_draft)
     transform = pre.eval_transform()
     dataset, skipped = labelled_images(splits, split, names, transform, skip_bad_images, draft)
-    predictions = predict_dataset(model, dataset, batch_size)
-    confusion = predictions.confusion_matrix()
-    counts = confusion.sum(dim=1).tolist()
-    # The definitions training logs (src.models.metrics), on these predictions.
-    metrics = split_metrics(split, names)
-    metrics.update(predictions.probs, predictions.labels)
-    computed = {key.split("/", 1)[1]: float(value) for key, value in metrics.compute().items()}
-    return {
+    results = {
         "ckpt_path": str(ckpt),
         "run_dir": str(run.path) if run else None,
         "data_dir": str(splits.data_dir),
@@ -92,47 +84,65 @@ def evaluate(
         "num_images": len(dataset),
         "skipped_images": skipped,
         "class_names": names,
-        "loss": predictions.loss,
-        "acc": predictions.accuracy,
-        "f1_macro": computed["f1_macro"],
-        "balanced_acc": computed["balanced_acc"],
-        "per_class_acc": predictions.per_class_accuracy(),
-        "per_class_count": dict(zip(names, counts, strict=True)),
-        "confusion_matrix": confusion.tolist(),
+        **scores(predict_dataset(model, dataset, batch_size), split, model.hparams.metrics),
         "image_size": pre.image_size,
         "resize_size": pre.resize_size,
         "preprocessing": pre.as_dict(),
         "jpeg_draft": draft is not None,
     }
+    if tta is not None:
+        predictions = predict_dataset(model, dataset, batch_size, tta)
+        results["tta"] = {"method": tta, **scores(predictions, split, model.hparams.metrics)}
+    return results
 
 
-def format_results(results: dict) -> str:
-    """The results as a few lines of text: totals, per-class accuracy, confusion matrix."""
-    names = results["class_names"]
-    width = max(len(n) for n in [*names, "class"])
-    split = results["split"]
+def scores(predictions, split: str, extra_metrics: dict | None = None) -> dict:
+    """Loss, accuracy, every metric training logs (`src.models.metrics`, the same
+    definitions) and the per-class counts of one set of predictions."""
+    from src.models.metrics import split_metrics
+
+    names = predictions.class_names
+    metrics = split_metrics(split, names, extra_metrics)
+    metrics.update(predictions.probs, predictions.labels)
+    computed = {key.split("/", 1)[1]: float(value) for key, value in metrics.compute().items()}
+    confusion = predictions.confusion_matrix()
+    return {
+        "loss": predictions.loss,
+        **{key: value for key, value in computed.items() if not key.startswith("class_acc/")},
+        "per_class_acc": predictions.per_class_accuracy(),
+        "per_class_count": dict(zip(names, confusion.sum(dim=1).tolist(), strict=True)),
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def show_results(results: dict) -> None:
+    """Print the results: the totals (and those with test-time augmentation), then per-class
+    accuracy and the confusion matrix as tables."""
+    from rich.console import Console
+    from rich.table import Table
+
+    split, names = results["split"], results["class_names"]
     skipped = len(results["skipped_images"])
     skipped = f", {skipped} unreadable skipped" if skipped else ""
-    lines = [
-        f"checkpoint {results['ckpt_path']}",
-        f"data       {results['data_dir']}, {split} split "
-        f"({results['num_images']} images{skipped})",
-        f"{split}/loss {results['loss']:.4f}   {split}/acc {results['acc']:.4f}   "
-        f"{split}/f1_macro {results['f1_macro']:.4f}   "
-        f"{split}/balanced_acc {results['balanced_acc']:.4f}",
-        "",
-        f"{'class':<{width}}  images  accuracy",
-    ]
+    console = Console(width=120)
+    console.print(f"checkpoint {results['ckpt_path']}", soft_wrap=True)
+    console.print(f"data       {results['data_dir']}, {split} split "
+                  f"({results['num_images']} images{skipped})", soft_wrap=True)  # fmt: skip
+    for label, scored in (("", results), ("tta=flip ", results.get("tta"))):
+        if scored:
+            totals = "   ".join(f"{split}/{key} {scored[key]:.4f}"
+                                for key in ("loss", "acc", "f1_macro", "balanced_acc"))  # fmt: skip
+            console.print(f"{label}{totals}", soft_wrap=True)
+    per_class = Table("class", "images", "accuracy")
     for name in names:
         acc = results["per_class_acc"][name]
-        acc_text = "-" if acc is None else f"{acc:.4f}"
-        lines.append(f"{name:<{width}}  {results['per_class_count'][name]:>6}  {acc_text:>8}")
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
-    cell = max(6, *(len(n) for n in names))
-    lines.append(" " * width + "".join(f"{n:>{cell + 2}}" for n in names))
+        per_class.add_row(
+            name, str(results["per_class_count"][name]), "-" if acc is None else f"{acc:.4f}"
+        )
+    confusion = Table("true \\ predicted", *names, title="confusion matrix")
     for name, row in zip(names, results["confusion_matrix"], strict=True):
-        lines.append(f"{name:<{width}}" + "".join(f"{v:>{cell + 2}}" for v in row))
-    return "\n".join(lines)
+        confusion.add_row(name, *map(str, row))
+    console.print(per_class, confusion)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
     inputs = list(inputs) if isinstance(inputs, ListConfig) else [str(inputs)] if inputs else []
     with exit_on_user_error(log):
         rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.image_size, cfg.resize_size,
-                       cfg.batch_size, cfg.jpeg_draft)  # fmt: skip
+                       cfg.batch_size, cfg.jpeg_draft, cfg.tta)  # fmt: skip
     write_csv(rows, Path(cfg.output))
     for row in rows:
         print(format_row(row))
@@ -63,10 +63,13 @@ def predict(
     resize_size: int | None = None,
     batch_size: int = 32,
     jpeg_draft: bool | None = None,
+    tta: str | None = None,
 ) -> list[dict]:
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
-    `error` (None, or why the file could not be read as an image)."""
+    `error` (None, or why the file could not be read as an image). `tta="flip"`: the
+    probabilities are the mean of the image's and its mirror image's."""
     from src.data.images import load_rgb
+    from src.data.transforms import with_tta
 
     if not ckpt_path or not inputs:
         raise UserError(
@@ -79,6 +82,7 @@ def predict(
     classify, names, transform, draft = load_classifier(
         ckpt_path, image_size, resize_size, jpeg_draft
     )
+    classify = with_tta(classify, tta)
     top_k = min(top_k, len(names))
 
     rows, batch = [], []

@@ -98,12 +98,12 @@ def train(cfg: DictConfig):
     summary.wall_time_s = round(time.perf_counter() - started, 2)
     if trainer.is_global_zero:
         summary.write(output_dir)
-        if cfg.figures:
+        if cfg.figures.enabled:
             from src.inspection.run_figures import write_run_figures
 
             validation = validation_outputs.predictions(datamodule.val_set, datamodule.class_names)
-            train_set = datamodule.train_set
-            write_run_figures(output_dir, validation=validation, train_set=train_set)
+            write_run_figures(output_dir, validation=validation, train_set=datamodule.train_set,
+                              cam=cfg.figures.cam)  # fmt: skip
         log_run_end(trainer.loggers, output_dir, summary, cfg, trainer.global_step)
         log.info(summary.result_line(output_dir))
     summary.check_optimized(trainer.callback_metrics)

@@ -49,7 +49,7 @@ def test_training_figures_show_the_best_checkpoints_final_validation(fast_config
     monkeypatch.setattr(TransferLearningModel, "forward", recording_forward)
     monkeypatch.setattr(run_figures, "prediction_figures", recording_figures)
     monkeypatch.setattr(checkpoint, "load_model", None)  # a second pass would call it
-    cfg = fast_config("figures=true", "trainer.max_epochs=2")
+    cfg = fast_config("figures.enabled=true", "trainer.max_epochs=2")
     summary = train(cfg)
 
     figures_dir = Path(cfg.paths.output_dir) / "figures"

@@ -42,7 +42,7 @@ def tracked_run(tmp_path_factory):
     uri = f"sqlite:///{root}/mlflow.db"
     overrides = [
         *FAST, f"data.data_dir={data}", f"paths.output_dir={run_dir}", "trainer.max_epochs=2",
-        "trainer.precision=32-true", "figures=true", "logger=[tensorboard,mlflow,wandb]",
+        "trainer.precision=32-true", "figures.enabled=true", "logger=[tensorboard,mlflow,wandb]",
         f"logger.mlflow.tracking_uri={uri}",
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as patch:

@@ -141,7 +141,8 @@ def test_a_frozen_backbone_sees_each_validation_image_once_with_the_same_metrics
         out.mkdir()
         train(compose_train_config([*FAST, f"data.data_dir={image_folder}", "strategy=frozen",
                                     f"paths.output_dir={out}", "trainer.max_epochs=3",
-                                    "trainer.deterministic=true", "figures=true"]))  # fmt: skip
+                                    "trainer.deterministic=true",
+                                    "figures.enabled=true"]))  # fmt: skip
         return {key: epoch_rows(out, key) for key in ("train/loss", "val/loss", "val/acc")}
 
     reused = run("reused")

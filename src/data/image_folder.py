@@ -8,11 +8,12 @@ which split. The class names (and so the number of outputs of the model) are the
 import logging
 import multiprocessing
 import os
+from functools import partial
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from src.data.splits import LabelledImages, Splits, SplitSettings, build_splits, image_split
 from src.data.transforms import Augment, Preprocessing, build_transform
@@ -219,7 +220,10 @@ class ImageFolderDataModule(LightningDataModule):
         if "train" in self.features:  # the same images, in the same order
             features = self.features["train"]
             return self._loader(features, shuffle=sampler is None, workers=False, sampler=sampler)
-        return self._loader(self.train_set, shuffle=sampler is None, sampler=sampler)
+        mix = self.augment.mix_batches(len(self.class_names))
+        collate = None if mix is None else partial(mixed_collate, mix)
+        return self._loader(self.train_set, shuffle=sampler is None, sampler=sampler,
+                            collate_fn=collate)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         """Every validation image once; under DDP each process takes every n-th image.
@@ -255,7 +259,7 @@ class ImageFolderDataModule(LightningDataModule):
         if self.cache_features and self.train_set is not None:
             self.train_set.transform = self.train_transform()
 
-    def _loader(self, dataset, shuffle: bool, workers: bool = True, sampler=None) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool, workers=True, sampler=None, collate_fn=None):
         # Features are tensors already in memory: worker processes would only add cost.
         num_workers = self.workers() if workers else 0
         return DataLoader(
@@ -263,6 +267,7 @@ class ImageFolderDataModule(LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             sampler=sampler,
+            collate_fn=collate_fn,
             num_workers=num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=num_workers > 0,
@@ -278,6 +283,12 @@ class ImageFolderDataModule(LightningDataModule):
         cached = not isinstance(self.train_set, LabelledImages)  # a DecodedImageCache
         processes = self.trainer.num_devices if self.trainer is not None else 1
         return default_num_workers(cached, processes)
+
+
+def mixed_collate(mix, batch):
+    """A training batch, its images and labels mixed by `mix` (MixUp or CutMix); a function
+    of the module, so that loader workers started with `spawn` can unpickle it."""
+    return mix(*default_collate(batch))
 
 
 def unpadded_shard(dataset):

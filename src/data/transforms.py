@@ -15,6 +15,8 @@ from src.errors import UserError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+# Test-time augmentations of src.eval and src.predict: none, or the image and its mirror.
+TTA = (None, "flip")
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,17 @@ class Augment:
     A random crop of `scale` of the image's area (aspect ratio 3/4 to 4/3) resized to the
     input size, a horizontal flip with probability `hflip`, then `policy` (any torchvision v2
     transform of an image: `TrivialAugmentWide`, `RandAugment`, ...); after normalisation,
-    random erasing of a patch with probability `random_erasing`.
+    random erasing of a patch with probability `random_erasing`. `mixup_alpha` and
+    `cutmix_alpha` > 0 mix the images of each training batch (torchvision's MixUp, CutMix;
+    one of the two per batch when both are set), whose labels become class probabilities.
     """
 
     scale: Sequence[float] = (0.08, 1.0)
     hflip: float = 0.5
     policy: Callable | None = None
     random_erasing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
     def steps(self, pre: Preprocessing) -> tuple[list, list]:
         """(steps on the image, steps on the normalised tensor)."""
@@ -105,6 +111,14 @@ class Augment:
         )
         image = [crop, v2.RandomHorizontalFlip(self.hflip), *([self.policy] if self.policy else [])]
         return image, [v2.RandomErasing(self.random_erasing)] if self.random_erasing else []
+
+    def mix_batches(self, num_classes: int) -> Callable | None:
+        """The batch transform of `mixup_alpha` / `cutmix_alpha` for (images, labels) batches,
+        or None when both are 0."""
+        mixes = [mix(alpha=alpha, num_classes=num_classes)
+                 for mix, alpha in ((v2.MixUp, self.mixup_alpha), (v2.CutMix, self.cutmix_alpha))
+                 if alpha > 0]  # fmt: skip
+        return None if not mixes else mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
 
 
 def build_transform(pre: Preprocessing, augment: Augment | None = None) -> v2.Compose:
@@ -126,3 +140,14 @@ def build_transform(pre: Preprocessing, augment: Augment | None = None) -> v2.Co
         v2.Normalize(list(pre.mean), list(pre.std), inplace=True),
     ]
     return v2.Compose([*image, *to_tensor, *tensor])
+
+
+def with_tta(classify, tta: str | None):
+    """`classify` (images -> class probabilities), or with `tta="flip"` the mean of its
+    probabilities for each image and its mirror image: test-time augmentation. (ttach would
+    average raw outputs, not probabilities; here it is one line.)"""
+    if tta not in TTA:
+        raise UserError(f"Invalid tta={tta!r}: use null (none) or flip.")
+    if tta is None:
+        return classify
+    return lambda images: (classify(images) + classify(images.flip(-1))) / 2

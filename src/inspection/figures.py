@@ -40,13 +40,13 @@ def new_figure(width: float, height: float, layout: str | None = "constrained") 
 def image_grid(
     images: Sequence[torch.Tensor],
     titles: Sequence[str],
-    pre: Preprocessing,
+    pre: Preprocessing | None,
     colors: Sequence[str] | None = None,
     suptitle: str = "",
     ncols: int = 4,
 ) -> Figure:
-    """Images normalised by `pre` in a grid, each titled; `colors` tints a title and frames the
-    image.
+    """(3, H, W) images normalised by `pre` (None: pixels in [0, 1]) in a grid, each titled;
+    `colors` tints a title and frames the image.
 
     The grid is one picture on one Axes (tiles, frames, titles as text), not one Axes per
     image: sixteen Axes made this the slowest part of a short run's figures.
@@ -69,7 +69,8 @@ def image_grid(
         color = colors[i] if colors else "black"
         h, w = image.shape[-2:]
         canvas[y : y + h + 2 * frame, x : x + w + 2 * frame] = np.multiply(to_rgb(color), 255)
-        tile = pre.denormalize(image).numpy() * 255  # uint8: matplotlib resamples them faster
+        pixels = pre.denormalize(image) if pre else image.permute(1, 2, 0)
+        tile = pixels.numpy() * 255  # uint8: matplotlib resamples them faster
         canvas[y + frame : y + frame + h, x + frame : x + frame + w] = tile.round()
         ax.text(x + frame + w / 2, y - 0.04 * per_inch, titles[i], ha="center", va="bottom",
                 fontsize=9, color=color)  # fmt: skip

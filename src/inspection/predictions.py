@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 
 from src.data.splits import Splits, image_split, require_classes
-from src.data.transforms import Preprocessing, build_transform
+from src.data.transforms import Preprocessing, build_transform, with_tta
 from src.data.validation import report_files
 
 
@@ -100,19 +100,22 @@ def train_images(splits, class_names, pre, augment, skip_bad_images=True, draft_
 
 
 @torch.inference_mode()
-def predict_dataset(model, dataset, batch_size: int = 32) -> Predictions:
-    """Probabilities and per-image losses of `model` over every image of `dataset`."""
+def predict_dataset(model, dataset, batch_size: int = 32, tta: str | None = None) -> Predictions:
+    """Probabilities and per-image losses of `model` over every image of `dataset`; with
+    `tta="flip"`, of the mean of each image's and its mirror image's probabilities."""
     device = next(model.parameters()).device
-    logits, labels = [], []
+    probs = with_tta(lambda images: model(images).float().softmax(dim=1), tta)
+    outputs, labels = [], []  # logits, or with tta the probabilities
     for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        logits.append(model(images.to(device)).float().cpu())
+        images = images.to(device)
+        outputs.append((probs(images) if tta else model(images).float()).cpu())
         labels.append(targets)
-    return Predictions.from_logits(
-        [path for path, _ in dataset.samples],
-        torch.cat(logits),
-        torch.cat(labels),
-        model.hparams.class_names,
-    )
+    paths, names = [path for path, _ in dataset.samples], model.hparams.class_names
+    outputs, labels = torch.cat(outputs), torch.cat(labels)
+    if tta is None:
+        return Predictions.from_logits(paths, outputs, labels, names)
+    losses = F.nll_loss(outputs.clamp_min(1e-12).log(), labels, reduction="none")
+    return Predictions(list(paths), labels, outputs, losses, list(names))
 
 
 class KeepValidationOutputs(Callback):

@@ -1,5 +1,5 @@
 """The five figures of a training run, from its directory: what `src.train` saves at the end
-of a run (`figures=true`) and what `notebooks/inspect_run.ipynb` shows.
+of a run (`figures.enabled=true`) and what `notebooks/inspect_run.ipynb` shows.
 
 Prediction figures come from the run's best checkpoint on the validation split of the run's
 `splits.csv`. At the end of training, `src.train` hands over the outputs of that
@@ -27,6 +27,7 @@ FIGURE_NAMES = (
     "confusion_matrix",
     "learning_curves",
     "top_losses",
+    "cam",
 )
 
 
@@ -86,9 +87,12 @@ def prediction_figures(predictions: Predictions, dataset, pre, n: int = 16, seed
     }
 
 
-def run_figures(run_dir: str | Path, data_dir=None, validation=None, train_set=None) -> dict:
+def run_figures(
+    run_dir: str | Path, data_dir=None, validation=None, train_set=None, cam: bool = False
+) -> dict:
     """All five figures of a run that its files allow: without metrics.csv there are no
-    curves, without a best checkpoint no prediction figures (a log line says so).
+    curves, without a best checkpoint no prediction figures (a log line says so). `cam`: a
+    sixth, the class activation maps of the best checkpoint (`src.inspection.cam`).
 
     `validation`: (Predictions, dataset) of the best checkpoint, as
     `KeepValidationOutputs.predictions` returns them; `train_set`: the run's training set.
@@ -103,24 +107,37 @@ def run_figures(run_dir: str | Path, data_dir=None, validation=None, train_set=N
         log.info("No csv/metrics.csv in %s: no learning curves.", run.path)
     made["augmented_batch"] = augmented_batch(run, data_dir, dataset=train_set)
     best_ckpt = run.summary.best_ckpt_path(run.path) if run.summary else None
+    if validation is None and best_ckpt is not None and best_ckpt.is_file():
+        validation = val_predictions(run, data_dir, best_ckpt)
     if validation is not None:
         made.update(prediction_figures(*validation, run.preprocessing))
-    elif best_ckpt is not None and best_ckpt.is_file():
-        predictions, dataset = val_predictions(run, data_dir, best_ckpt)
-        made.update(prediction_figures(predictions, dataset, run.preprocessing))
     else:
         log.info("No best checkpoint in %s: no prediction figures.", run.path)
+    if cam and validation is not None and best_ckpt is not None and best_ckpt.is_file():
+        from src.inspection.cam import cam_figure
+        from src.models.checkpoint import load_model
+
+        predictions, dataset = validation
+        # The 8 highest losses, then 4 right answers.
+        order = predictions.losses.argsort(descending=True).tolist()
+        right = [i for i in order[8:] if predictions.preds[i] == predictions.labels[i]]
+        shown = order[:8] + right[-4:]
+        try:
+            model = load_model(best_ckpt)
+            made["cam"] = cam_figure(model, predictions, dataset, run.preprocessing, shown)
+        except ValueError as err:
+            log.warning("No class activation maps: %s", err)
     return {name: made[name] for name in FIGURE_NAMES if name in made}
 
 
 def write_run_figures(
-    run_dir, data_dir=None, out_dir=None, dpi: int = 100, validation=None, train_set=None
+    run_dir, data_dir=None, out_dir=None, dpi=100, validation=None, train_set=None, cam=False
 ) -> list[Path]:
     """Save the run's figures as `<out_dir>/<name>.png` (default `<run_dir>/figures/`)."""
     out = Path(out_dir or Path(run_dir) / "figures")
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, fig in run_figures(run_dir, data_dir, validation, train_set).items():
+    for name, fig in run_figures(run_dir, data_dir, validation, train_set, cam).items():
         paths.append(out / f"{name}.png")
         # zlib's fastest level: a third faster to write, files about 15% larger.
         fig.savefig(paths[-1], dpi=dpi, pil_kwargs={"compress_level": 1})

@@ -79,7 +79,8 @@ def finished_run(output_dir: Path, cfg) -> RunSummary | None:
     summary = RunSummary.read(output_dir)
     epochs = cfg.trainer.max_epochs
     finished = summary is not None and not summary.interrupted
-    finished = finished and summary.epochs_trained == epochs
+    # Trained its epochs, or stopped early by itself (not: extended with more epochs).
+    finished = finished and (summary.epochs_trained == epochs or summary.stopped_early)
     if (finished or in_multirun()) and (output_dir / "config.yaml").is_file():
         before = OmegaConf.to_container(OmegaConf.load(output_dir / "config.yaml"))
         changed = config_changes(before, OmegaConf.to_container(cfg, resolve=True))

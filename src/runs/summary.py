@@ -37,6 +37,7 @@ class RunSummary:
     # backbone's weights, with the data.* keys on top.
     preprocessing: dict = field(default_factory=dict)
     interrupted: bool = False
+    stopped_early: bool = False  # ended before trainer.max_epochs by itself (early stopping)
     interrupted_by: str | None = None  # "SIGINT" or "SIGTERM"
     resumed_from: str | None = None
     skipped_images: list[str] = field(default_factory=list)
@@ -79,6 +80,9 @@ class RunSummary:
             "preprocessing": datamodule.preprocessing.as_dict(),
             "skipped_images": datamodule.skipped_images,
             "epochs_trained": trainer.current_epoch,
+            "stopped_early": trainer.should_stop
+            and not trainer.interrupted
+            and trainer.current_epoch < trainer.max_epochs,
             "precision": str(trainer.precision),
             "accelerator": type(trainer.accelerator).__name__,
         }

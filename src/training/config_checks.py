@@ -29,6 +29,8 @@ def check_config(cfg: DictConfig) -> None:
     require(cfg, "strategy.probe_epochs", is_count(0), "an integer >= 0 (epochs)")
     require(cfg, "strategy.unfreeze_every", is_count(1), "an integer >= 1 (epochs)")
     check_phases(cfg)
+    if OmegaConf.select(cfg, "figures.cam"):
+        require_extra("pytorch_grad_cam", "figures.cam=true")
     for tracker in ("mlflow", "wandb"):  # the trackers beyond CSV and TensorBoard are extras
         if OmegaConf.select(cfg, f"logger.{tracker}") is not None:
             require_extra(tracker, f"logger={tracker}")

@@ -19,7 +19,7 @@ FAST = [
     "trainer.enable_model_summary=false",
     "trainer.num_sanity_val_steps=0",
     "trainer.log_every_n_steps=1",
-    "figures=false",
+    "figures.enabled=false",
 ]
 
 
