@@ -38,7 +38,8 @@ def sweep(model: str, strategy: str, args, extra: list[str]) -> list[dict]:
     command = [
         sys.executable, "-m", "src.train", "-m", model_override(model), f"strategy={strategy}",
         f"seed={seeds}", f"model.weights={args.weights}", f"data.data_dir={args.data_dir}",
-        f"trainer.max_epochs={args.epochs}", "figures.enabled=false", "trainer.enable_progress_bar=false",
+        f"trainer.max_epochs={args.epochs}", "figures.enabled=false",
+        "trainer.enable_progress_bar=false",
         f"hydra.sweep.dir={sweep_dir}", *STRATEGY_OVERRIDES.get(strategy, []), *extra,
     ]  # fmt: skip
     sweep_dir.mkdir(parents=True, exist_ok=True)

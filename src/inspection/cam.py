@@ -24,12 +24,7 @@ def cam_figure(model, predictions, dataset, pre, indices: list[int]):
     images = torch.stack([dataset[i][0] for i in indices])
     classes = [int(predictions.preds[i]) for i in indices]
     shown = overlays(model, images, classes, pre)
-    names = [figures.short(name) for name in predictions.class_names]
-    titles, colors = [], []
-    for i in indices:
-        pred, true = int(predictions.preds[i]), int(predictions.labels[i])
-        titles.append(f"pred {names[pred]} {predictions.probs[i, pred]:.2f}\ntrue {names[true]}")
-        colors.append(figures.RIGHT if pred == true else figures.WRONG)
+    titles, colors = figures.labelled(predictions, indices)
     title = "Grad-CAM of the predicted class: highest-loss images, then right ones"
     return figures.image_grid(shown, titles, None, colors, suptitle=title)
 

@@ -86,31 +86,29 @@ def augmented_batch(images: torch.Tensor, labels: torch.Tensor, class_names, pre
     return image_grid(list(images), titles, pre, suptitle="Training inputs after augmentation")
 
 
+def labelled(predictions, indices: Sequence[int], loss: bool = False):
+    """Titles (prediction with its probability, truth; the loss first when `loss`) and
+    colours (wrong in red) of the images `indices` of `predictions`."""
+    names, titles, colors = [short(name) for name in predictions.class_names], [], []
+    for i in indices:
+        pred, true = int(predictions.preds[i]), int(predictions.labels[i])
+        title = f"pred {names[pred]} {predictions.probs[i, pred]:.2f}\ntrue {names[true]}"
+        titles.append(f"loss {predictions.losses[i]:.2f}\n{title}" if loss else title)
+        colors.append(RIGHT if pred == true else WRONG)
+    return titles, colors
+
+
 def prediction_grid(images, predictions, indices: Sequence[int], pre: Preprocessing) -> Figure:
     """The tutorial's `visualize_model`: predicted (with probability) vs true label;
     wrong predictions are titled and framed in red."""
-    titles, colors = [], []
-    names = [short(name) for name in predictions.class_names]
-    for i in indices:
-        pred, true = int(predictions.preds[i]), int(predictions.labels[i])
-        titles.append(f"pred {names[pred]} {predictions.probs[i, pred]:.2f}\ntrue {names[true]}")
-        colors.append(RIGHT if pred == true else WRONG)
-    wrong = sum(c == WRONG for c in colors)
-    return image_grid(
-        images, titles, pre, colors, suptitle=f"Validation predictions ({wrong} wrong, in red)"
-    )
+    titles, colors = labelled(predictions, indices)
+    title = f"Validation predictions ({colors.count(WRONG)} wrong, in red)"
+    return image_grid(images, titles, pre, colors, suptitle=title)
 
 
 def top_losses(images, predictions, indices: Sequence[int], pre: Preprocessing) -> Figure:
     """The images the model gets most wrong, with their loss, prediction and true label."""
-    names, titles = [short(name) for name in predictions.class_names], []
-    for i in indices:
-        pred, true = int(predictions.preds[i]), int(predictions.labels[i])
-        titles.append(
-            f"loss {predictions.losses[i]:.2f}\n"
-            f"pred {names[pred]} {predictions.probs[i, pred]:.2f}\ntrue {names[true]}"
-        )
-    colors = [WRONG if predictions.preds[i] != predictions.labels[i] else RIGHT for i in indices]
+    titles, colors = labelled(predictions, indices, loss=True)
     return image_grid(images, titles, pre, colors, suptitle="Highest-loss validation images")
 
 

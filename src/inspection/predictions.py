@@ -14,6 +14,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from src.data.splits import Splits, image_split, require_classes
 from src.data.transforms import Preprocessing, build_transform, with_tta
@@ -57,9 +58,8 @@ class Predictions:
         return self.losses.mean().item()
 
     def confusion_matrix(self) -> torch.Tensor:
-        """(C, C) counts: row = true class, column = predicted class."""
-        n = len(self.class_names)
-        return torch.bincount(self.labels * n + self.preds, minlength=n * n).reshape(n, n)
+        """(C, C) counts: row = true class, column = predicted class (torchmetrics')."""
+        return multiclass_confusion_matrix(self.preds, self.labels, len(self.class_names))
 
     def per_class_accuracy(self) -> dict[str, float | None]:
         """Recall of each class: right answers / images of that class (None if it has none)."""

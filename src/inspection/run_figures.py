@@ -27,7 +27,6 @@ FIGURE_NAMES = (
     "confusion_matrix",
     "learning_curves",
     "top_losses",
-    "cam",
 )
 
 
@@ -127,7 +126,7 @@ def run_figures(
             made["cam"] = cam_figure(model, predictions, dataset, run.preprocessing, shown)
         except ValueError as err:
             log.warning("No class activation maps: %s", err)
-    return {name: made[name] for name in FIGURE_NAMES if name in made}
+    return {name: made[name] for name in (*FIGURE_NAMES, "cam") if name in made}
 
 
 def write_run_figures(

@@ -1,0 +1,68 @@
+"""The tables of docs/recipes.md from the multiruns of `benchmarks/recipes.sh`: best validation
+accuracy mean ± std over the jobs of each setting, the mean epochs to the best one, and the
+seconds per epoch.
+
+    python -m benchmarks.recipe_table logs/recipes [--tta tutorial modern]
+
+`--tta`: for those settings also evaluate each job's best checkpoint with `tta=flip`.
+"""
+
+import argparse
+import statistics
+from pathlib import Path
+
+from src.runs.summary import RunSummary
+
+
+def jobs(sweep_dir: Path) -> list[tuple[Path, RunSummary]]:
+    """The finished jobs of a multirun: (job directory, summary)."""
+    found = [
+        (p.parent, RunSummary.read(p.parent)) for p in sorted(sweep_dir.glob("*/summary.json"))
+    ]
+    return sorted((job, s) for job, s in found if s is not None and not s.interrupted)
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}" if values else "-"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def rows(name: str, sweep_dir: Path, tta: bool) -> list[str]:
+    """One row per strategy of the multirun (one for most settings)."""
+    by_strategy: dict[str, list] = {}
+    for job, summary in jobs(sweep_dir):
+        by_strategy.setdefault(summary.strategy, []).append((job, summary))
+    return [row(name if len(by_strategy) == 1 else f"{name}: {strategy}", done, tta)
+            for strategy, done in by_strategy.items()]  # fmt: skip
+
+
+def row(name: str, done: list, tta: bool) -> str:
+    accs = [s.best_val_acc for _, s in done]
+    per_epoch = [s.fit_time_s / s.epochs_trained for _, s in done if s.epochs_trained]
+    best_epochs = statistics.fmean(s.best_epoch + 1 for _, s in done)
+    cells = [name, str(len(done)), mean_std(accs), f"{best_epochs:.1f}",
+             f"{statistics.fmean(per_epoch):.1f}" if per_epoch else "-", ""]  # fmt: skip
+    if tta:
+        from src.eval import evaluate
+
+        cells[-1] = mean_std([evaluate(run_dir=str(job), tta="flip")["tta"]["acc"]
+                              for job, _ in done])  # fmt: skip
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="the OUT_DIR of benchmarks/recipes.sh")
+    parser.add_argument("--tta", nargs="*", default=[], help="settings to evaluate with tta=flip")
+    args = parser.parse_args()
+    print(
+        "| setting | jobs | best val acc (mean ± std) | epochs to best | s/epoch | with tta=flip |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for sweep_dir in sorted(p for p in args.root.iterdir() if (p / "multirun.yaml").is_file()):
+        print(*rows(sweep_dir.name, sweep_dir, sweep_dir.name in args.tta), sep="\n")
+
+
+if __name__ == "__main__":
+    main()
