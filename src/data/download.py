@@ -15,10 +15,6 @@ from torchvision.datasets.utils import download_and_extract_archive
 
 from src.errors import UserError
 
-HYMENOPTERA_URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
-# SHA-256 of the extracted `hymenoptera_data/` tree (see `tree_sha256`), 398 files.
-HYMENOPTERA_TREE_SHA256 = "ea69d36447991c24460b6d7ae6edeb1eabcc1318686d86c2c249f49937156f63"
-
 
 def tree_sha256(root: Path) -> str:
     """SHA-256 over the sorted relative paths and contents of every file under `root`."""
@@ -50,13 +46,11 @@ def download_image_folder(data_dir: Path, url: str, tree_sha256_expected: str | 
         folders = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.name.startswith("__")]
         if len(folders) != 1:
             raise UserError(f"Expected one top-level folder in {url}, found {len(folders)}.")
-        extracted = folders[0]
-        if tree_sha256_expected is not None:
-            actual = tree_sha256(extracted)
-            if actual != tree_sha256_expected:
-                raise UserError(
-                    f"The data downloaded from {url} does not match its checksum "
-                    f"(tree SHA-256 {actual}, expected {tree_sha256_expected}). "
-                    "The download may be corrupt; delete it and run again."
-                )
-        shutil.move(str(extracted), data_dir)
+        actual = tree_sha256(folders[0]) if tree_sha256_expected is not None else None
+        if actual != tree_sha256_expected:
+            raise UserError(
+                f"The data downloaded from {url} does not match its checksum "
+                f"(tree SHA-256 {actual}, expected {tree_sha256_expected}). "
+                "The download may be corrupt; delete it and run again."
+            )
+        shutil.move(str(folders[0]), data_dir)

@@ -10,9 +10,6 @@ import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-# Pillow reads these; which of them a file really is comes from its bytes, not its name.
-IMAGE_EXTENSIONS = IMG_EXTENSIONS
-
 
 def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
     """Open any image Pillow reads as 8-bit RGB.
@@ -42,8 +39,9 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
 
 
 def is_image_name(path: Path) -> bool:
-    """A visible file whose extension is one of Pillow's image formats."""
-    return not is_hidden(path) and path.name.lower().endswith(IMAGE_EXTENSIONS)
+    """A visible file with an image extension (torchvision's ImageFolder's list); which format
+    it really is comes from its bytes, not its name."""
+    return not is_hidden(path) and path.name.lower().endswith(IMG_EXTENSIONS)
 
 
 def is_hidden(path: Path) -> bool:
