@@ -249,7 +249,7 @@ def image_split(splits: Splits, split: str, transform, draft_size=None, read=loa
     if split not in splits.names():
         raise UserError(
             f"The dataset in {splits.data_dir} has no {split} split (it has "
-            f"{', '.join(splits.names())}; split: {splits.how})."
+            f"{', '.join(splits.names()) or 'none'}; split: {splits.how})."
         )
     labels = {str(splits.data_dir / r.path): r.label for r in splits.rows if r.split == split}
     verdicts = check_images(list(labels), read)
