@@ -2,14 +2,17 @@
 
 Writes a file that takes a batch of normalised images (any batch size) and returns class
 probabilities, with the class names and the preprocessing inside it. Before the file is kept,
-it runs on real images next to the checkpoint: probabilities must agree to `tolerance` and the
-most probable class exactly; the command prints the largest difference.
+the parity check runs it next to the checkpoint (fp32, CPU) on real images read as every
+command reads them (`load_rgb`, the evaluation transform): probabilities must agree to
+`tolerance` and the most probable class exactly; the command prints the largest difference.
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, ListConfig
 
 from src.errors import UserError, exit_on_user_error
@@ -21,6 +24,31 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 
 class ParityError(Exception):
     """The exported model does not answer as the checkpoint does (nothing was written)."""
+
+
+@dataclass
+class Parity:
+    """How far the exported model's probabilities are from the checkpoint's."""
+
+    source: str  # where the images came from
+    images: int
+    max_diff: float  # largest |probability difference| over images and classes
+    top1_agree: int  # images whose most probable class is the same
+    batch_diff: float  # largest difference between one image alone and in the batch
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        agree = self.top1_agree == self.images
+        return agree and self.max_diff <= self.tolerance and self.batch_diff <= self.tolerance
+
+    def __str__(self) -> str:
+        return (
+            f"Parity on {self.images} image(s) from {self.source}: largest probability "
+            f"difference {self.max_diff:.2e} (limit {self.tolerance:g}), top-1 the same for "
+            f"{self.top1_agree}/{self.images}, one image alone vs in the batch "
+            f"{self.batch_diff:.2e}."
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
@@ -64,7 +92,8 @@ def export(
         raise UserError(f"output={output} would overwrite the checkpoint; choose another name.")
 
     from src.files import atomic_write
-    from src.inspection.parity import check_parity, run_val_images, user_images
+    from src.inspection.predictions import val_images
+    from src.inspection.run_figures import sample
     from src.models.checkpoint import load_model
     from src.models.export import export_model, metadata
     from src.models.exported import ExportedModel
@@ -80,10 +109,11 @@ def export(
     draft = draft_size(run, pre)
     class_names = list(model.hparams.class_names)
     if images:
-        files = expand_inputs(images)
-        tensors, source = user_images(files, pre, draft), "images=" + ",".join(images)
-    elif run is not None:
-        tensors = run_val_images(run, class_names, parity_images, pre, draft)
+        tensors = user_images(expand_inputs(images), pre.eval_transform(), draft)
+        source = "images=" + ",".join(images)
+    elif run is not None:  # a fixed sample of the validation split, over every class
+        dataset = val_images(run.splits(wanted=("val",)), class_names, pre, draft_size=draft)
+        tensors = torch.stack([dataset[i][0] for i in sample(len(dataset), parity_images)])
         source = f"the validation split of run {run.path}"
     else:
         raise UserError(
@@ -99,6 +129,40 @@ def export(
         if not parity.ok:  # leaving the block by an exception discards the file
             raise ParityError(f"{parity} The exported model disagrees; {output} not written.")
     return output, parity
+
+
+def user_images(files: list[Path], transform, draft_size=None) -> torch.Tensor:
+    """The readable images among `files`, read with `load_rgb` and prepared by `transform`."""
+    from src.data.images import load_rgb
+
+    tensors, unreadable = [], []
+    for path in files:
+        try:
+            tensors.append(transform(load_rgb(path, draft_size)))
+        except (OSError, SyntaxError, ValueError):  # PIL's UnidentifiedImageError too
+            unreadable.append(str(path))
+    if unreadable:
+        log.warning("Not readable images, left out of the parity check: %s", ", ".join(unreadable))
+    if not tensors:
+        raise UserError(f"No readable image among images={[str(p) for p in files][:5]}.")
+    return torch.stack(tensors)
+
+
+def check_parity(model, exported, images: torch.Tensor, source: str, tolerance: float) -> Parity:
+    """Compare `exported(images)` with the checkpoint's `model` (fp32, eval mode)."""
+    from src.models.export import Probabilities
+
+    with torch.inference_mode():
+        expected = Probabilities(model.float().eval())(images)
+    got, alone = exported(images), exported(images[:1])
+    return Parity(
+        source=source,
+        images=len(images),
+        max_diff=(got - expected).abs().max().item(),
+        top1_agree=int((got.argmax(dim=1) == expected.argmax(dim=1)).sum()),
+        batch_diff=(alone - got[:1]).abs().max().item(),
+        tolerance=tolerance,
+    )
 
 
 def refuse_unfinished(run, ckpt: Path) -> None:

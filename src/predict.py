@@ -38,20 +38,20 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     files = []
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
+        if path.is_dir():
             files += sorted(
                 p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
             )
-        else:
-            matches = sorted(glob.glob(str(path), recursive=True))
-            if not matches:
-                raise UserError(
-                    f"inputs={item} is not a file or folder and matches no files. Pass an "
-                    "image, a folder of images or a glob such as 'photos/**/*.jpg' (quoted)."
-                )
-            files += [Path(m) for m in matches if Path(m).is_file()]
+            continue
+        matches = (
+            [path] if path.is_file() else sorted(map(Path, glob.glob(str(path), recursive=True)))
+        )
+        if not matches:
+            raise UserError(
+                f"inputs={item} is not a file or folder and matches no files. Pass an "
+                "image, a folder of images or a glob such as 'photos/**/*.jpg' (quoted)."
+            )
+        files += [match for match in matches if match.is_file()]
     return files
 
 
@@ -79,11 +79,8 @@ def predict(
     if top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}.")
     files = expand_inputs(inputs)
-    classify, names, transform, draft = load_classifier(
-        ckpt_path, image_size, resize_size, jpeg_draft
-    )
-    classify = with_tta(classify, tta)
-    top_k = min(top_k, len(names))
+    model, names, transform, draft = load_classifier(ckpt_path, image_size, resize_size, jpeg_draft)
+    classify, top_k = with_tta(model, tta), min(top_k, len(names))
 
     rows, batch = [], []
     for path in files:
@@ -105,8 +102,8 @@ def predict(
 def load_classifier(
     ckpt_path: str, image_size: int | None, resize_size: int | None, jpeg_draft=None
 ):
-    """(probabilities of a batch of images, class names, validation transform, `draft_size`
-    for `load_rgb`) of a model.
+    """(the model as images -> class probabilities, class names, validation transform,
+    `draft_size` for `load_rgb`) of a checkpoint or an exported model.
 
     An exported model (.onnx, TorchScript) carries its class names and preprocessing: it needs
     neither Lightning nor its run directory. A checkpoint carries its preprocessing, and gets
@@ -127,28 +124,23 @@ def load_classifier(
         draft = saved.get("jpeg_draft", False) if jpeg_draft is None else jpeg_draft
         return model, model.class_names, pre.eval_transform(), pre.resize_size if draft else None
 
-    import torch
-
     from src.models.checkpoint import load_model
+    from src.models.export import Probabilities
     from src.runs.run_dir import checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     model = load_model(ckpt_path)
-
-    @torch.inference_mode()
-    def classify(images: torch.Tensor) -> torch.Tensor:
-        return model(images).float().softmax(dim=1)
-
     run = run_for_checkpoint(ckpt_path)
     pre = checkpoint_preprocessing(model.hparams, run, image_size, resize_size)
     draft = draft_size(run, pre, jpeg_draft)
-    return classify, list(model.hparams.class_names), pre.eval_transform(), draft
+    return Probabilities(model), list(model.hparams.class_names), pre.eval_transform(), draft
 
 
 def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> None:
     """Fill in `labels` and `probs` of each row from the model's top-k probabilities."""
     import torch
 
-    probs = classify(torch.stack([image for _, image in batch]))
+    with torch.inference_mode():
+        probs = classify(torch.stack([image for _, image in batch]))
     values, indices = probs.topk(top_k, dim=1)
     for (row, _), row_values, row_indices in zip(batch, values, indices, strict=True):
         row["labels"] = [names[i] for i in row_indices.tolist()]
@@ -159,16 +151,15 @@ def write_csv(rows: list[dict], output: Path) -> None:
     """Columns path, label_1, prob_1, ..., label_k, prob_k, error; unreadable files have
     empty labels and say why in `error`."""
     k = max((len(row["labels"]) for row in rows), default=0)
-    header = ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "prob")]
+    top = [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "prob")]
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*header, "error"])
+        writer = csv.DictWriter(f, ["path", *top, "error"], restval="")
+        writer.writeheader()
         for row in rows:
-            cells = [v for pair in zip(row["labels"], row["probs"], strict=True) for v in pair]
-            cells = [f"{v:.6f}" if isinstance(v, float) else v for v in cells]
-            cells += [""] * (2 * k - len(cells))
-            writer.writerow([row["path"], *cells, row["error"] or ""])
+            cells = {f"label_{i}": label for i, label in enumerate(row["labels"], 1)}
+            cells.update({f"prob_{i}": f"{prob:.6f}" for i, prob in enumerate(row["probs"], 1)})
+            writer.writerow({"path": row["path"], **cells, "error": row["error"] or ""})
 
 
 def format_row(row: dict) -> str:

@@ -14,8 +14,6 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from torch.utils.data import Dataset
-from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from src.data.images import load_rgb
@@ -27,39 +25,6 @@ log = logging.getLogger(__name__)
 # latest three splits built (a run's train, val and test), so memory stays one run's cache.
 _kept: dict[tuple, tuple[list[int], torch.Tensor]] = {}
 _recent: deque[set[tuple]] = deque(maxlen=3)
-
-
-class DecodedImageCache(Dataset):
-    """A `LabelledImages` (its `classes`, `samples`, `targets`, `transform`) whose images were
-    decoded once; `transform` still runs per access.
-
-    Images are read with `load_rgb(path, draft_size)`: give the `draft_size` the folder's own
-    loader uses, so that cached and uncached reading give the same pixels. `decoded`: images
-    `decode` made already ({path: image}, see `reader`).
-    """
-
-    def __init__(
-        self,
-        folder,
-        size: int,
-        interpolation: InterpolationMode = InterpolationMode.BILINEAR,
-        draft_size: int | None = None,
-        decoded: dict[str, torch.Tensor] | None = None,
-    ) -> None:
-        self.classes, self.class_to_idx = folder.classes, folder.class_to_idx
-        self.samples, self.targets = folder.samples, folder.targets
-        self.transform = folder.transform
-        paths = [path for path, _ in self.samples]
-        self.images = decoded_images(paths, size, interpolation, draft_size, decoded or {})
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
 
 
 def decode(path: str, size: int, interpolation, draft_size: int | None = None) -> torch.Tensor:
@@ -79,15 +44,17 @@ def reader(size: int, interpolation, draft_size: int | None, into: dict):
     return read
 
 
-def decoded_images(paths, size: int, interpolation, draft_size, decoded: dict) -> list:
-    """`decode` of every path, except the images in `decoded` and those kept in this process
-    (from an earlier job) of unchanged files."""
-    keys = [(path, size, interpolation, draft_size) for path in paths]
+def cache_decoded(dataset, size: int, interpolation, draft_size=None, decoded=None):
+    """Make `dataset` (a `LabelledImages`) read its images from memory, each decoded once by
+    `decode` with the `draft_size` its own loader uses (so that cached and uncached reading
+    give the same pixels), or taken from `decoded` ({path: image}, see `reader`) or from an
+    earlier job of this process for unchanged files. Its `transform` still runs per access."""
+    keys = [(path, size, interpolation, draft_size) for path, _ in dataset.samples]
     stats = {key: file_stat(key[0]) for key in keys}
     todo = [key for key in keys if _kept.get(key, [None])[0] != stats[key]]
     if len(todo) < len(keys):
         log.info("%d decoded images reused from an earlier job", len(keys) - len(todo))
-    fresh = {key: decoded[key[0]] for key in todo if key[0] in decoded}
+    fresh = {key: decoded[key[0]] for key in todo if key[0] in (decoded or {})}
     missing = [key for key in todo if key not in fresh]
     # PIL releases the GIL while decoding and resizing, so threads decode in parallel.
     with ThreadPoolExecutor(os.cpu_count()) as pool:
@@ -98,7 +65,8 @@ def decoded_images(paths, size: int, interpolation, draft_size, decoded: dict) -
     live = set().union(*_recent)
     for key in [key for key in _kept if key not in live]:
         del _kept[key]
-    return [_kept[key][1] for key in keys]
+    dataset.loader = {key[0]: _kept[key][1] for key in keys}.__getitem__
+    return dataset
 
 
 def estimated_cache_bytes(num_images: int, size: int) -> int:

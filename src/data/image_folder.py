@@ -14,9 +14,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from src.data.image_cache import DecodedImageCache, estimated_cache_bytes, reader
+from src.data.image_cache import cache_decoded, estimated_cache_bytes, reader
 from src.data.images import load_rgb
-from src.data.splits import LabelledImages, Splits, SplitSettings, build_splits, image_split
+from src.data.splits import Splits, SplitSettings, build_splits, image_split
 from src.data.transforms import Augment, Preprocessing, build_transform
 from src.data.validation import report_files
 from src.errors import UserError
@@ -27,32 +27,11 @@ log = logging.getLogger(__name__)
 class ImageFolderDataModule(LightningDataModule):
     """Train, val and (when there is one) test loaders over the images of `data_dir`.
 
-    The arguments are the `data.*` keys, described in `conf/data/hymenoptera.yaml` and
-    docs/data.md. In short:
-
-    Args:
-        data_dir: split folders, one folder of class folders, or the images `labels_csv`
-            lists; relative to the directory the run was started in.
-        batch_size, num_workers, pin_memory: the loaders' (`null`: chosen by machine, see
-            `default_num_workers`; pinned when CUDA is available).
-        download, download_url, tree_sha256: fetch a zip of one top-level folder when
-            `data_dir` does not exist, and check its extracted tree (`src.data.download`).
-        augment: the training augmentation (`conf/augment`; `None`: the tutorial's).
-        preprocessing: what the backbone's weights expect (`Preprocessing` fields, `src.train`
-            passes them; `None`: ImageNet's); `image_size`, `resize_size`, `mean`, `std` and
-            `interpolation` override it.
-        cache_images, cache_max_gb: keep the decoded images in memory
-            (`src.data.image_cache`) unless a split would take more than `cache_max_gb`.
-        jpeg_draft: decode large JPEGs at a reduced scale that still covers `resize_size`
-            (`src.data.images.load_rgb`); every command reading this run's images follows.
-        cache_features: frozen backbone only: no train augmentation, so the `CacheFeatures`
-            callback (`src.training.feature_cache`) computes the features once.
-        skip_bad_images: train without undecodable images (`skipped_images`) instead of
-            stopping before training with their names.
-        labels_csv, val_fraction, test_fraction, split_seed, num_folds, fold: how the split is
-            made where the layout does not say (`src.data.splits.SplitSettings`).
-        splits_file: a `splits.csv` of an earlier run to use as it is (resume).
-        sampler: `null` shuffles; `balanced` draws every class equally often.
+    The arguments are the `data.*` keys, described in `conf/data/hymenoptera.yaml`, and three
+    that `src.train` passes: `augment` (`conf/augment`; `None`: the tutorial's),
+    `preprocessing` (what the backbone's weights expect, as `Preprocessing` fields; `None`:
+    ImageNet's; `image_size`, `resize_size`, `mean`, `std`, `interpolation` override it) and
+    `splits_file` (a run's `splits.csv`, used as it is when resuming).
     """
 
     def __init__(
@@ -109,8 +88,8 @@ class ImageFolderDataModule(LightningDataModule):
         )
         self.splits_file = splits_file
         self.splits: Splits | None = None
-        # LabelledImages, or their DecodedImageCache (src.data.image_cache).
-        self.train_set = self.val_set = self.test_set = None
+        self.train_set = self.val_set = self.test_set = None  # LabelledImages
+        self.cached_splits: list[str] = []  # those read from memory (src.data.image_cache)
         self.features: dict[str, Dataset] = {}
         self.skip_bad_images = skip_bad_images
         self.skipped_images: list[str] = []
@@ -148,7 +127,8 @@ class ImageFolderDataModule(LightningDataModule):
             checks.append(check)
         self.skipped_images = report_files(checks, self.skip_bad_images)
         for split, images in decoded.items():
-            sets[split] = DecodedImageCache(sets[split], size, mode, self.draft_size, images)
+            cache_decoded(sets[split], size, mode, self.draft_size, images)
+        self.cached_splits = list(decoded)
         self.train_set, self.val_set = sets["train"], sets["val"]
         self.test_set = sets.get("test")
 
@@ -248,9 +228,8 @@ class ImageFolderDataModule(LightningDataModule):
         training processes share the node's cores."""
         if self.num_workers is not None:
             return self.num_workers
-        cached = not isinstance(self.train_set, LabelledImages)  # a DecodedImageCache
         processes = self.trainer.num_devices if self.trainer is not None else 1
-        return default_num_workers(cached, processes)
+        return default_num_workers("train" in self.cached_splits, processes)
 
 
 def mixed_collate(mix, batch):

@@ -1,12 +1,9 @@
 """Run a model that `src.export` wrote (ONNX or TorchScript), without Lightning or its run.
 
-Both formats carry what a user of the file needs beside the weights: the class names and the
-preprocessing (resize, centre crop, mean, std). ONNX keeps them in the model's metadata
-(`metadata_props`: any ONNX runtime lists them), TorchScript in extra files of its archive.
-The model takes a batch of normalised images (N, 3, H, W), any N, and returns probabilities.
-
-This module must not import Lightning: `src.predict` labels images with an ONNX file on
-machines that have only onnxruntime, torch and torchvision (a test checks it).
+Both formats carry the class names and the preprocessing beside the weights: ONNX in the
+model's metadata (`metadata_props`, which any ONNX runtime lists), TorchScript in extra files
+of its archive. This module must not import Lightning: `src.predict` labels images with an
+ONNX file on machines that have only onnxruntime, torch and torchvision (a test checks it).
 """
 
 import json
@@ -18,7 +15,6 @@ import torch
 
 from src.errors import UserError
 
-FORMATS = ("onnx", "torchscript")
 # Metadata keys (ONNX) and extra files (TorchScript, with ".json") holding JSON values.
 METADATA_KEYS = ("class_names", "preprocessing")
 INPUT_NAME, OUTPUT_NAME = "images", "probs"
@@ -45,12 +41,9 @@ class ExportedModel:
         self.format = fmt or exported_format(self.path)
         if not self.path.is_file():
             raise UserError(f"Exported model not found: {self.path}")
-        if self.format == "onnx":
-            metadata = self._open_onnx()
-        elif self.format == "torchscript":
-            metadata = self._open_torchscript()
-        else:
+        if self.format not in ("onnx", "torchscript"):
             raise UserError(f"{self.path} is neither an ONNX file nor a TorchScript archive.")
+        metadata = self._open_onnx() if self.format == "onnx" else self._open_torchscript()
         missing = [key for key in METADATA_KEYS if key not in metadata]
         if missing:
             raise UserError(
