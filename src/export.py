@@ -1,10 +1,8 @@
 """Export a checkpoint: `python -m src.export ckpt_path=PATH format=onnx|torchscript [output=...]`.
 
-Writes a file that takes a batch of normalised images (any batch size) and returns class
-probabilities, with the class names and the preprocessing inside it. Before the file is kept,
-the parity check runs it next to the checkpoint (fp32, CPU) on real images read as every
-command reads them (`load_rgb`, the evaluation transform): probabilities must agree to
-`tolerance` and the most probable class exactly; the command prints the largest difference.
+Writes a model file (`src.models.export`) and keeps it only when the parity check passes: on
+real images read as every command reads them, its probabilities agree with the checkpoint's
+(fp32, CPU) to `tolerance` and its most probable class exactly.
 """
 
 import logging
@@ -16,6 +14,7 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from src.errors import UserError, exit_on_user_error
+from src.models.export import Probabilities
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,8 @@ def export(
     resize_size: int | None = None,
     allow_unfinished: bool = False,
 ):
-    """Write the checkpoint as `fmt` and check it; returns the file and the `Parity` found."""
+    """Write the checkpoint as `fmt` and check it; returns the file and the `Parity` found
+    (printed by the command with the largest difference)."""
     if not ckpt_path:
         raise UserError("Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train).")
     if fmt not in SUFFIXES:
@@ -97,7 +97,7 @@ def export(
     from src.models.checkpoint import load_model
     from src.models.export import export_model, metadata
     from src.models.exported import ExportedModel
-    from src.predict import expand_inputs
+    from src.predict import expand_inputs, read_inputs
     from src.runs.run_dir import checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     model = load_model(ckpt)  # a foreign or damaged file stops here, with its reason
@@ -109,7 +109,13 @@ def export(
     draft = draft_size(run, pre)
     class_names = list(model.hparams.class_names)
     if images:
-        tensors = user_images(expand_inputs(images), pre.eval_transform(), draft)
+        read = list(read_inputs(expand_inputs(images), pre.eval_transform(), draft))
+        unreadable = [str(path) for path, image, _ in read if image is None]
+        if unreadable:
+            log.warning("Not readable, left out of the parity check: %s", ", ".join(unreadable))
+        if len(unreadable) == len(read):
+            raise UserError(f"No readable image among images={[str(p) for p, *_ in read][:5]}.")
+        tensors = torch.stack([image for _, image, _ in read if image is not None])
         source = "images=" + ",".join(images)
     elif run is not None:  # a fixed sample of the validation split, over every class
         dataset = val_images(run.splits(wanted=("val",)), class_names, pre, draft_size=draft)
@@ -131,27 +137,8 @@ def export(
     return output, parity
 
 
-def user_images(files: list[Path], transform, draft_size=None) -> torch.Tensor:
-    """The readable images among `files`, read with `load_rgb` and prepared by `transform`."""
-    from src.data.images import load_rgb
-
-    tensors, unreadable = [], []
-    for path in files:
-        try:
-            tensors.append(transform(load_rgb(path, draft_size)))
-        except (OSError, SyntaxError, ValueError):  # PIL's UnidentifiedImageError too
-            unreadable.append(str(path))
-    if unreadable:
-        log.warning("Not readable images, left out of the parity check: %s", ", ".join(unreadable))
-    if not tensors:
-        raise UserError(f"No readable image among images={[str(p) for p in files][:5]}.")
-    return torch.stack(tensors)
-
-
 def check_parity(model, exported, images: torch.Tensor, source: str, tolerance: float) -> Parity:
     """Compare `exported(images)` with the checkpoint's `model` (fp32, eval mode)."""
-    from src.models.export import Probabilities
-
     with torch.inference_mode():
         expected = Probabilities(model.float().eval())(images)
     got, alone = exported(images), exported(images[:1])

@@ -1,9 +1,8 @@
 """Label new images: `python -m src.predict ckpt_path=PATH inputs=FILE_OR_DIR_OR_GLOB [top_k=2]`.
 
-Writes one CSV row per input file (the top-k labels with their probabilities, or the
-reason the file could not be read) and prints them. No data folder is needed: the class
-names are stored in the checkpoint. `ckpt_path` may also be a model file of `src.export`
-(.onnx or TorchScript), which carries its preprocessing too.
+Writes and prints one CSV row per input file: its top-k labels and probabilities, or why it
+could not be read. `ckpt_path` is a checkpoint or a model file of `src.export`; both carry
+the class names and preprocessing, so no data folder is needed.
 """
 
 import csv
@@ -28,7 +27,8 @@ def main(cfg: DictConfig) -> None:
                        cfg.batch_size, cfg.jpeg_draft, cfg.tta)  # fmt: skip
     write_csv(rows, Path(cfg.output))
     for row in rows:
-        print(format_row(row))
+        top = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["labels"], row["probs"], strict=True))
+        print(f"{row['path']}: {row['error'] or top}")
     failed = sum(1 for row in rows if row["error"])
     print(f"Wrote {cfg.output}: {len(rows) - failed} images labelled, {failed} not readable.")
 
@@ -68,7 +68,6 @@ def predict(
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
     `error` (None, or why the file could not be read as an image). `tta="flip"`: the
     probabilities are the mean of the image's and its mirror image's."""
-    from src.data.images import load_rgb
     from src.data.transforms import with_tta
 
     if not ckpt_path or not inputs:
@@ -83,14 +82,9 @@ def predict(
     classify, top_k = with_tta(model, tta), min(top_k, len(names))
 
     rows, batch = [], []
-    for path in files:
-        row = {"path": str(path), "labels": [], "probs": [], "error": None}
-        rows.append(row)
-        try:
-            # The same reader as training: 16-bit, palette and CMYK images get the same pixels.
-            batch.append((row, transform(load_rgb(path, draft))))
-        except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError too
-            row["error"] = f"not a readable image ({type(err).__name__}: {err})"
+    for path, image, error in read_inputs(files, transform, draft):
+        rows.append({"path": str(path), "labels": [], "probs": [], "error": error})
+        batch += [] if image is None else [(rows[-1], image)]
         if len(batch) == batch_size:
             label_batch(classify, names, batch, top_k)
             batch = []
@@ -99,9 +93,19 @@ def predict(
     return rows
 
 
-def load_classifier(
-    ckpt_path: str, image_size: int | None, resize_size: int | None, jpeg_draft=None
-):
+def read_inputs(files: list[Path], transform, draft_size=None):
+    """Each file as (path, network input, None), or (path, None, why) when it is not a
+    readable image; read by `load_rgb` as training reads (16-bit, palette, CMYK alike)."""
+    from src.data.images import load_rgb
+
+    for path in files:
+        try:
+            yield path, transform(load_rgb(path, draft_size)), None
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError too
+            yield path, None, f"not a readable image ({type(err).__name__}: {err})"
+
+
+def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draft=None):
     """(the model as images -> class probabilities, class names, validation transform,
     `draft_size` for `load_rgb`) of a checkpoint or an exported model.
 
@@ -143,8 +147,7 @@ def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> N
         probs = classify(torch.stack([image for _, image in batch]))
     values, indices = probs.topk(top_k, dim=1)
     for (row, _), row_values, row_indices in zip(batch, values, indices, strict=True):
-        row["labels"] = [names[i] for i in row_indices.tolist()]
-        row["probs"] = row_values.tolist()
+        row["labels"], row["probs"] = [names[i] for i in row_indices.tolist()], row_values.tolist()
 
 
 def write_csv(rows: list[dict], output: Path) -> None:
@@ -160,13 +163,6 @@ def write_csv(rows: list[dict], output: Path) -> None:
             cells = {f"label_{i}": label for i, label in enumerate(row["labels"], 1)}
             cells.update({f"prob_{i}": f"{prob:.6f}" for i, prob in enumerate(row["probs"], 1)})
             writer.writerow({"path": row["path"], **cells, "error": row["error"] or ""})
-
-
-def format_row(row: dict) -> str:
-    if row["error"]:
-        return f"{row['path']}: {row['error']}"
-    top = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["labels"], row["probs"], strict=True))
-    return f"{row['path']}: {top}"
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Class imbalance in the training data: a sampler that draws every class equally often
-(`data.sampler=balanced`), and loss weights from the class counts (`model.class_weights`).
-"""
+(`data.sampler=balanced`), and loss weights from the class counts (`model.class_weights`)."""
 
 from collections.abc import Sequence
 

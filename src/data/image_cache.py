@@ -1,12 +1,5 @@
-"""Decode every image of a split once and keep it in memory as a small uint8 tensor
-(`data.cache_images`), instead of decoding each JPEG again in every epoch on the cores that
-train. Images are kept resized to the evaluation resize (`resize_size`): validation sees exactly
-the pixels it would decode, and training crops come from that smaller image.
-
-Decoded images outlive the datamodule: the jobs of a local multirun, which Hydra's basic
-launcher runs one after another in one process, reuse them while the file keeps its size and
-modification time and the same `size`, interpolation and `draft_size` are asked for.
-"""
+"""Decode every image of a split once and keep it in memory (`data.cache_images`), instead of
+decoding each JPEG again in every epoch on the cores that train."""
 
 import logging
 import os
@@ -22,32 +15,30 @@ from src.data.validation import file_stat
 log = logging.getLogger(__name__)
 
 # (path, size, interpolation, draft_size) -> ((file size, mtime), image), for the paths of the
-# latest three splits built (a run's train, val and test), so memory stays one run's cache.
+# latest three splits built (a run's train, val and test), so memory stays one run's cache:
+# the jobs of a local multirun (one after another in one process) reuse them.
 _kept: dict[tuple, tuple[list[int], torch.Tensor]] = {}
 _recent: deque[set[tuple]] = deque(maxlen=3)
 
 
 def decode(path: str, size: int, interpolation, draft_size: int | None = None) -> torch.Tensor:
     """One image as a (3, H, W) uint8 tensor whose shorter side is `size`, resized as the
-    evaluation transform resizes it (so that its resize then changes nothing)."""
+    evaluation transform resizes it: validation then sees exactly the pixels it would decode,
+    and training crops come from that smaller image."""
     image = F.resize(load_rgb(path, draft_size), size, interpolation, antialias=True)
     return F.pil_to_tensor(image)
 
 
-def reader(size: int, interpolation, draft_size: int | None, into: dict):
-    """A `read` for the image check (`src.data.validation`) that keeps each image it decodes in
-    `into`, so that the check's decode is also the cache's."""
-
-    def read(path: str) -> None:
-        into[path] = decode(path, size, interpolation, draft_size)
-
-    return read
+def decode_into(images: dict, size: int, interpolation, draft_size, path: str) -> None:
+    """`decode` the image at `path` into `images`: with `partial`, the image check's `read`
+    (`src.data.validation`), so that the check's decode is also the cache's."""
+    images[path] = decode(path, size, interpolation, draft_size)
 
 
 def cache_decoded(dataset, size: int, interpolation, draft_size=None, decoded=None):
     """Make `dataset` (a `LabelledImages`) read its images from memory, each decoded once by
     `decode` with the `draft_size` its own loader uses (so that cached and uncached reading
-    give the same pixels), or taken from `decoded` ({path: image}, see `reader`) or from an
+    give the same pixels), or taken from `decoded` ({path: image}, see `decode_into`) or from an
     earlier job of this process for unchanged files. Its `transform` still runs per access."""
     keys = [(path, size, interpolation, draft_size) for path, _ in dataset.samples]
     stats = {key: file_stat(key[0]) for key in keys}
@@ -62,13 +53,7 @@ def cache_decoded(dataset, size: int, interpolation, draft_size=None, decoded=No
     for key in todo:
         _kept[key] = (stats[key], fresh[key])
     _recent.append(set(keys))
-    live = set().union(*_recent)
-    for key in [key for key in _kept if key not in live]:
+    for key in _kept.keys() - set().union(*_recent):
         del _kept[key]
     dataset.loader = {key[0]: _kept[key][1] for key in keys}.__getitem__
     return dataset
-
-
-def estimated_cache_bytes(num_images: int, size: int) -> int:
-    """Rough memory of a cache of `num_images` photos (4:3) at shorter side `size`."""
-    return num_images * size * (size * 4 // 3) * 3

@@ -14,7 +14,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from src.data.image_cache import cache_decoded, estimated_cache_bytes, reader
+from src.data.balance import balanced_sampler, loss_weights
+from src.data.download import download_image_folder
+from src.data.image_cache import cache_decoded, decode_into
 from src.data.images import load_rgb
 from src.data.splits import Splits, SplitSettings, build_splits, image_split
 from src.data.transforms import Augment, Preprocessing, build_transform
@@ -27,11 +29,12 @@ log = logging.getLogger(__name__)
 class ImageFolderDataModule(LightningDataModule):
     """Train, val and (when there is one) test loaders over the images of `data_dir`.
 
-    The arguments are the `data.*` keys, described in `conf/data/hymenoptera.yaml`, and three
-    that `src.train` passes: `augment` (`conf/augment`; `None`: the tutorial's),
-    `preprocessing` (what the backbone's weights expect, as `Preprocessing` fields; `None`:
-    ImageNet's; `image_size`, `resize_size`, `mean`, `std`, `interpolation` override it) and
-    `splits_file` (a run's `splits.csv`, used as it is when resuming).
+    The arguments are the `data.*` keys, described in `conf/data/hymenoptera.yaml` (those that
+    decide the split, `labels_csv` to `fold`, are `SplitSettings`'), and three that `src.train`
+    passes: `augment` (`conf/augment`; `None`: the tutorial's), `preprocessing` (what the
+    backbone's weights expect, as `Preprocessing` fields; `None`: ImageNet's; `image_size`,
+    `resize_size`, `mean`, `std`, `interpolation` override it) and `splits_file` (a run's
+    `splits.csv`, used as it is when resuming).
     """
 
     def __init__(
@@ -54,15 +57,10 @@ class ImageFolderDataModule(LightningDataModule):
         cache_max_gb: float = 4.0,
         cache_features: bool = False,
         skip_bad_images: bool = False,
-        labels_csv: str | None = None,
-        val_fraction: float = 0.2,
-        test_fraction: float = 0.0,
-        split_seed: int = 0,
-        num_folds: int = 5,
-        fold: int | None = None,
         splits_file: str | Path | None = None,
         sampler: str | None = None,
         jpeg_draft: bool = False,
+        **split_settings,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -81,28 +79,22 @@ class ImageFolderDataModule(LightningDataModule):
         self.augment = augment or Augment()
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.cache_images, self.cache_max_gb = cache_images, cache_max_gb
-        self.cache_features = cache_features
+        self.cache_features, self.skip_bad_images = cache_features, skip_bad_images
         self.draft_size = self.preprocessing.resize_size if jpeg_draft else None
-        self.split_settings = SplitSettings(
-            labels_csv, val_fraction, test_fraction, split_seed, num_folds, fold
-        )
+        self.split_settings = SplitSettings(**split_settings)
         self.splits_file = splits_file
         self.splits: Splits | None = None
         self.train_set = self.val_set = self.test_set = None  # LabelledImages
         self.cached_splits: list[str] = []  # those read from memory (src.data.image_cache)
         self.features: dict[str, Dataset] = {}
-        self.skip_bad_images = skip_bad_images
         self.skipped_images: list[str] = []
 
     def prepare_data(self) -> None:
         """Download the data once (Lightning calls this on one process per node); a folder
         that is still missing then is named by `setup`."""
         # A CSV names its own images; the tutorial's zip would not hold them.
-        if self.data_dir.exists() or self.split_settings.labels_csv:
-            return
-        if self.download and self.download_url:
-            from src.data.download import download_image_folder
-
+        missing = not self.data_dir.exists() and not self.split_settings.labels_csv
+        if missing and self.download and self.download_url:
             download_image_folder(self.data_dir, self.download_url, self.tree_sha256)
 
     def setup(self, stage: str | None = None) -> None:
@@ -112,42 +104,37 @@ class ImageFolderDataModule(LightningDataModule):
             return
         self.splits = build_splits(self.data_dir, self.split_settings, self.splits_file)
         log.info("%s", self.splits.describe())
-        evaluation = self.preprocessing.eval_transform()
+        pre = self.preprocessing
+        evaluation = pre.eval_transform()
         # Cached features must not depend on random augmentation.
-        training = evaluation if self.cache_features else self.train_transform()
-        size, mode = self.preprocessing.resize_size, self.preprocessing.interpolation_mode
-        sets, checks, decoded = {}, [], {}
-        for split in self.splits.names():
-            read = load_rgb
-            if self.cache_images and self._cache_fits(split):
-                decoded[split] = {}
-                read = reader(size, mode, self.draft_size, into=decoded[split])
+        training = evaluation if self.cache_features else build_transform(pre, self.augment)
+        size, mode, draft = pre.resize_size, pre.interpolation_mode, self.draft_size
+        names = self.splits.names()
+        decoded = {split: {} for split in names if self.cache_images and self._cache_fits(split)}
+        sets, checks = {}, []
+        for split in names:
+            images = decoded.get(split)
+            read = load_rgb if images is None else partial(decode_into, images, size, mode, draft)
             transform = training if split == "train" else evaluation
-            sets[split], check = image_split(self.splits, split, transform, self.draft_size, read)
+            sets[split], check = image_split(self.splits, split, transform, draft, read)
             checks.append(check)
         self.skipped_images = report_files(checks, self.skip_bad_images)
         for split, images in decoded.items():
-            cache_decoded(sets[split], size, mode, self.draft_size, images)
+            cache_decoded(sets[split], size, mode, draft, images)
         self.cached_splits = list(decoded)
-        self.train_set, self.val_set = sets["train"], sets["val"]
-        self.test_set = sets.get("test")
+        self.train_set, self.val_set, self.test_set = sets["train"], sets["val"], sets.get("test")
 
     def _cache_fits(self, split: str) -> bool:
         """Whether the decoded images of `split` stay under `cache_max_gb` (else a warning)."""
-        count = sum(row.split == split for row in self.splits.rows)
-        estimate = estimated_cache_bytes(count, self.preprocessing.resize_size)
-        if estimate <= self.cache_max_gb * 1e9:
-            return True
-        log.warning(
-            "Not caching decoded images of the %s split of %s: about %.1f GB > "
-            "data.cache_max_gb=%s. Raise data.cache_max_gb if the memory is there.",
-            split, self.data_dir, estimate / 1e9, self.cache_max_gb,
-        )  # fmt: skip
-        return False
-
-    def train_transform(self):
-        """The training augmentation and normalisation of this data."""
-        return build_transform(self.preprocessing, self.augment)
+        size = self.preprocessing.resize_size
+        images = sum(row.split == split for row in self.splits.rows)
+        gigabytes = images * size * (size * 4 // 3) * 3 / 1e9  # as uint8 photos of 4:3
+        if gigabytes > self.cache_max_gb:
+            log.warning(
+                f"Not caching decoded images of the {split} split: about {gigabytes:.1f} GB > "
+                f"data.cache_max_gb={self.cache_max_gb}. Raise it if the memory is there."
+            )
+        return gigabytes <= self.cache_max_gb
 
     @property
     def class_names(self) -> list[str]:
@@ -159,8 +146,6 @@ class ImageFolderDataModule(LightningDataModule):
     def loss_weights(self, setting) -> list[float] | None:
         """`model.class_weights` as one weight per class (`balanced`: from the training
         counts, see `src.data.balance`), or None."""
-        from src.data.balance import loss_weights
-
         return loss_weights(setting, self.train_set.targets, self.class_names)
 
     def train_dataloader(self) -> DataLoader:
@@ -168,13 +153,7 @@ class ImageFolderDataModule(LightningDataModule):
         return self._loader("train", None if mix is None else partial(mixed_collate, mix))
 
     def val_dataloader(self) -> DataLoader:
-        """Every validation image once; under DDP each process takes every n-th image.
-
-        Lightning's default distributed sampler pads the split with repeated images so that
-        every process gets the same number, which would count those images twice in
-        `val/acc`. The unpadded sampler lets the shards differ by one image instead (safe in
-        validation: no gradients are synchronised); the metrics then sum over processes.
-        """
+        """Every validation image once (under DDP, see `unpadded_shard`)."""
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
@@ -186,29 +165,26 @@ class ImageFolderDataModule(LightningDataModule):
     def use_features(self, train: Dataset | None = None, val: Dataset | None = None) -> None:
         """Serve these (backbone features, label) datasets instead of the images from now on
         (`None`: keep serving that split's images)."""
-        given = {"train": train, "val": val}
-        self.features = {split: data for split, data in given.items() if data is not None}
+        given = (("train", train), ("val", val))
+        self.features = {split: data for split, data in given if data is not None}
 
     def use_images(self) -> None:
         """Serve the images again (the backbone trains now), with the train augmentation
         that `cache_features` had switched off."""
         self.features = {}
         if self.cache_features and self.train_set is not None:
-            self.train_set.transform = self.train_transform()
+            self.train_set.transform = build_transform(self.preprocessing, self.augment)
 
     def _loader(self, split: str, collate_fn=None) -> DataLoader:
         # Features (the same images, in the same order) are tensors already in memory:
         # worker processes would only add cost.
         features = split in self.features
         dataset = self.features[split] if features else getattr(self, f"{split}_set")
+        sampler = None
         if split != "train":
             sampler = unpadded_shard(dataset)
         elif self.sampler == "balanced":
-            from src.data.balance import balanced_sampler
-
             sampler = balanced_sampler(self.train_set.targets, len(self.class_names))
-        else:
-            sampler = None
         num_workers = 0 if features else self.workers()
         return DataLoader(
             dataset,
@@ -239,7 +215,13 @@ def mixed_collate(mix, batch):
 
 
 def unpadded_shard(dataset):
-    """This process's share of `dataset` without repeats under DDP; `None` in a single process."""
+    """This process's share of `dataset` under DDP, every n-th image; `None` in one process.
+
+    Lightning's default distributed sampler pads the split with repeated images so that every
+    process gets the same number, which would count those images twice in `val/acc`. Here the
+    shards differ by one image instead (safe in evaluation: no gradients are synchronised);
+    the metrics then sum over processes.
+    """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return None
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -255,23 +237,18 @@ def platform_start_method() -> str:
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (a SLURM job or `taskset` may allow fewer
-    than the machine has)."""
-    try:
+    """The CPU cores this process may run on (a SLURM job or `taskset` may allow fewer than
+    the machine has; macOS and Windows cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS and Windows have no sched_getaffinity
-        return os.cpu_count() or 1
+    return os.cpu_count() or 1
 
 
 def default_num_workers(cached: bool, processes_per_node: int = 1) -> int:
-    """Loader processes for `data.num_workers=null`.
-
-    With a GPU, every core of the node runs a loader worker (shared among the node's training
-    processes): the CPU's only job is to feed the GPU. Without one, with `cached` images the
-    main process keeps up alone (cropping a decoded image takes under a millisecond) and
-    workers would only take cycles from training on the same cores (7.7 s against 8.6 s per
-    finetune epoch on 2 cores); otherwise one per core, at most 4.
-    """
+    """Loader processes for `data.num_workers=null` (see docs/speed.md): with a GPU every core,
+    shared among the node's training processes; without one, none for `cached` images (the
+    main process keeps up alone, and workers would take cycles from training), else one per
+    core, at most 4."""
     cores = usable_cores()
     if torch.cuda.is_available():
         return max(1, cores // max(1, processes_per_node))

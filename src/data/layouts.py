@@ -1,9 +1,5 @@
-"""Find the labelled images of a dataset from what `data.data_dir` holds, as rows of (path,
-label, split): split folders (`train/<class>/`, `val/<class>/`, optionally `test/<class>/`),
-one folder of class folders (`<class>/<image>`, split later by `src.data.splits`), or a CSV of
-`path,label[,split]` (`data.labels_csv`). Paths are relative to `data_dir`, so a split
-survives the data folder moving. No image is decoded here.
-"""
+"""Find the labelled images of a dataset, as rows of (path, label, split), from what
+`data.data_dir` holds (see `LAYOUT`) or `data.labels_csv` lists; no image is decoded here."""
 
 import csv
 import logging
@@ -17,7 +13,6 @@ from src.errors import UserError
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
-SHOWN = 5  # how many offending paths or lines an error message lists
 LAYOUT = (
     "<data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image> (and optionally "
     "test/), or one folder of class folders <data_dir>/<class>/<image>, or a CSV of path,label "
@@ -26,11 +21,12 @@ LAYOUT = (
 
 
 class Row(NamedTuple):
-    """One labelled image: its path (relative to data_dir), class label and split."""
+    """One labelled image: its path (relative to data_dir, so that a split survives the data
+    folder moving), class label and split."""
 
     path: str
     label: str
-    split: str | None  # None: not assigned yet (one folder, or a CSV without a split column)
+    split: str | None  # None: one folder, or a CSV without a split column (src.data.splits)
 
 
 class Found(NamedTuple):
@@ -60,12 +56,11 @@ def find_rows(data_dir: Path, labels_csv: str | Path | None, wanted=SPLIT_NAMES)
             f"{LAYOUT} (the data may have moved), or set data.download=true to fetch the "
             "tutorial's ants-vs-bees dataset."
         )
-    if not any((data_dir / split).is_dir() for split in ("train", "val")):
-        _, rows, ignored = class_folder_rows(data_dir, data_dir, None)
-        report_ignored(ignored)
-        return Found(rows, "one folder of class folders", has_splits=False)
+    has_splits = any((data_dir / split).is_dir() for split in ("train", "val"))
     found = {}  # split -> (classes, rows, ignored)
-    for split in [name for name in SPLIT_NAMES if name in wanted]:
+    if not has_splits:
+        found[None] = class_folder_rows(data_dir, data_dir, None)
+    for split in [name for name in SPLIT_NAMES if name in wanted and has_splits]:
         if (data_dir / split).is_dir():
             found[split] = class_folder_rows(data_dir / split, data_dir, split)
         elif split != "test":
@@ -83,8 +78,11 @@ def find_rows(data_dir: Path, labels_csv: str | Path | None, wanted=SPLIT_NAMES)
                 f"{classes[first]}, {split} has {names}. Every split needs the same class "
                 "sub-folders."
             )
-    report_ignored([path for _, _, ignored in found.values() for path in ignored])
-    return Found([row for _, rows, _ in found.values() for row in rows], "split folders", True)
+    ignored = [path for _, _, files in found.values() for path in files]
+    if ignored:  # once for the whole dataset
+        log.info("Ignored %d file(s) that are not images: %s", len(ignored), ", ".join(ignored))
+    source = "split folders" if has_splits else "one folder of class folders"
+    return Found([row for _, rows, _ in found.values() for row in rows], source, has_splits)
 
 
 def class_folder_rows(folder: Path, data_dir: Path, split: str | None):
@@ -128,19 +126,13 @@ def class_folder_rows(folder: Path, data_dir: Path, split: str | None):
     return classes, rows, ignored
 
 
-def report_ignored(ignored: list[str]) -> None:
-    """Log the files that are not images, once for the whole dataset."""
-    if ignored:
-        log.info("Ignored %d file(s) that are not images: %s", len(ignored), ", ".join(ignored))
-
-
 def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
     """Rows of a CSV with a header `path,label[,split]`; paths relative to `data_dir`.
 
     Every path must exist and appear once; split values must be train, val or test.
     """
-    if not labels_csv.is_file() and not labels_csv.is_absolute() and data_dir.is_dir():
-        labels_csv = data_dir / labels_csv if (data_dir / labels_csv).is_file() else labels_csv
+    if not labels_csv.is_file() and (data_dir / labels_csv).is_file():
+        labels_csv = data_dir / labels_csv
     if not labels_csv.is_file():
         raise UserError(
             f"data.labels_csv={labels_csv} not found (relative paths are looked up in the "
@@ -184,6 +176,6 @@ def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
     return Found(rows, str(labels_csv), has_splits)
 
 
-def listed(items: list[str]) -> str:
-    """The first `SHOWN` items, with ", ..." when there are more."""
-    return ", ".join(items[:SHOWN]) + (", ..." if len(items) > SHOWN else "")
+def listed(items: list[str], shown: int = 5) -> str:
+    """The first `shown` items (of paths or lines an error message names), then ", ..."."""
+    return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")

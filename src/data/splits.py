@@ -1,10 +1,5 @@
-"""Which image goes to which split, and the dataset of one split: the one split builder.
-
-`build_splits` keeps the splits a layout names (`src.data.layouts`) and makes the missing ones
-with scikit-learn, stratified by class and seeded by `split_seed` alone (so changing the
-training `seed` keeps the split). A run writes its split to `splits.csv`, which resume and
-evaluation read back as it is. `image_split` turns one split into a dataset.
-"""
+"""The one split builder: which image goes to which split (`build_splits`, written to a run's
+`splits.csv`), and the dataset of one split (`image_split`)."""
 
 import csv
 from collections import Counter
@@ -25,10 +20,7 @@ FILE_NAME = "splits.csv"
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """The data.* keys that decide a split (see the datamodule's arguments).
-
-    Checked when made: a value that cannot work raises a `UserError` naming its key.
-    """
+    """The data.* keys that decide a split, checked when made (a `UserError` names the key)."""
 
     labels_csv: str | None = None
     val_fraction: float = 0.2
@@ -107,10 +99,12 @@ def build_splits(
 ) -> Splits:
     """The split of the dataset in `data_dir`.
 
-    `splits_file` (a run's `splits.csv`) is used as it is; otherwise the layout's own splits
-    are kept and the missing ones made by `settings`: a test split by `test_fraction`, then
-    val by `val_fraction`, or fold `fold` of `num_folds` for cross-validation. `wanted` limits
-    which split folders are read, for a caller that needs one split only.
+    `splits_file` (a run's `splits.csv`, which resume and evaluation read back) is used as it
+    is. Otherwise the layout's own splits (`src.data.layouts`) are kept and the missing ones
+    made with scikit-learn, stratified by class and seeded by `split_seed` alone (changing
+    the training `seed` keeps the split): a test split by `test_fraction`, then val by
+    `val_fraction`, or fold `fold` of `num_folds`. `wanted` limits which split folders are
+    read, for a caller that needs one split only.
     """
     data_dir = Path(data_dir).expanduser()
     if splits_file is not None:
@@ -131,7 +125,11 @@ def build_splits(
                 "the test images in a test/ folder (or split=test rows) instead, or set "
                 "data.test_fraction=0."
             )
-        require_splits(rows, found.source, wanted)
+        for name in sorted({"train", "val"} & set(wanted) - {r.split for r in rows}):
+            raise UserError(
+                f"{found.source} has no {name} images: its split column needs rows with "
+                f"split={name} (or leave the split column out to split by data.val_fraction)."
+            )
     else:
         rows = assign_by_fraction(rows, s.val_fraction, s.test_fraction, s.split_seed, s.fold)
         how += f", stratified by split_seed {s.split_seed}: test_fraction {s.test_fraction}"
@@ -191,33 +189,21 @@ def assign_fold(rows: list[Row], num_folds: int, fold: int, seed: int) -> list[R
     return refolded + [r for r in rows if r.split == "test"]
 
 
-def require_splits(rows: list[Row], source: str, wanted) -> None:
-    """A layout that names splits must name train and val (where wanted)."""
-    present = {r.split for r in rows}
-    for name in ("train", "val"):
-        if name in wanted and name not in present:
-            raise UserError(
-                f"{source} has no {name} images: its split column needs rows with "
-                f"split={name} (or leave the split column out to split by data.val_fraction)."
-            )
-
-
 def require_every_class_everywhere(splits: Splits, source: str, given: bool, fold) -> None:
     """Stop when a class has no image in some split, naming the class and its counts."""
     counts = splits.counts()
     for label in splits.class_names:
         empty = [name for name in counts if counts[name][label] == 0]
-        if not empty:
-            continue
-        per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
-        if given and (fold is None or empty == ["test"]):
-            fix = f"give it images in every split in {source}"
-        else:  # each class's share of a split is rounded, and can round to none
-            fix = "add images of it, or change data.val_fraction or data.test_fraction"
-        raise UserError(
-            f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
-            f"Every class needs images in every split: {fix}."
-        )
+        if empty:
+            per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
+            if given and (fold is None or empty == ["test"]):
+                fix = f"give it images in every split in {source}"
+            else:  # each class's share of a split is rounded, and can round to none
+                fix = "add images of it, or change data.val_fraction or data.test_fraction"
+            raise UserError(
+                f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
+                f"Every class needs images in every split: {fix}."
+            )
 
 
 def class_counts(rows: list[Row]) -> dict[str, int]:
@@ -241,11 +227,8 @@ class LabelledImages(DatasetFolder):
 
 
 def image_split(splits: Splits, split: str, transform, draft_size=None, read=load_rgb):
-    """The decodable images of `split` as a `LabelledImages`, and {path: why} of the others.
-
-    `read` decodes the images to check them (see `src.data.validation`); `report_files`
-    there decides whether those that cannot be decoded stop the run or are skipped.
-    """
+    """The decodable images of `split` as a `LabelledImages`, and {path: why} of the others
+    (`read` decodes them), on which `src.data.validation.report_files` stops or skips."""
     if split not in splits.names():
         raise UserError(
             f"The dataset in {splits.data_dir} has no {split} split (it has "

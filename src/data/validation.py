@@ -1,9 +1,5 @@
 """Decode every image once before training, so a truncated JPEG stops the run (or is skipped)
-before the first epoch instead of crashing a loader worker in epoch 3.
-
-Images are decoded in threads (Pillow decodes without holding the GIL). Verdicts are cached
-by path, size and modification time; later runs on the same folder only `stat` the files.
-"""
+before the first epoch instead of crashing a loader worker in epoch 3."""
 
 import hashlib
 import json
@@ -56,11 +52,9 @@ def check_image(path: str, read=load_rgb) -> str | None:
 
 
 def check_images(paths: list[str], read=load_rgb) -> dict[str, str | None]:
-    """`check_image` of every path (None: usable), reusing verdicts of unchanged files.
-
-    `read` decodes the images not checked before (`load_rgb`, or the decoded-image cache's
-    reader, which then keeps them).
-    """
+    """`check_image` of every path (None: usable), decoded by `read` in threads (Pillow decodes
+    without holding the GIL). Verdicts are cached by path, size and modification time, so
+    later runs on the same folder only `stat` the files."""
     cache_file = cache_path(paths)
     try:
         cache = json.loads(cache_file.read_text())

@@ -1,9 +1,5 @@
-"""Write a trained classifier as a file that runs without this template: ONNX or TorchScript.
-
-The exported model is the checkpoint's network in fp32 followed by a softmax: normalised
-images (N, 3, H, W) in, any N, class probabilities out. The class names and the
-preprocessing travel inside the file (`src.models.exported` reads them back).
-"""
+"""Write a trained classifier as a file that runs without this template: ONNX or TorchScript,
+with the class names and the preprocessing inside (`src.models.exported` reads them back)."""
 
 import json
 import logging
@@ -17,7 +13,8 @@ from src.models.exported import INPUT_NAME, OUTPUT_NAME
 
 
 class Probabilities(nn.Module):
-    """The classifier as deployed: normalised images in, softmax probabilities out."""
+    """The classifier as deployed: normalised images (N, 3, H, W), any N, in; the network's
+    outputs in fp32 through a softmax, class probabilities, out."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -71,10 +68,7 @@ def write_torchscript(module: Probabilities, example: torch.Tensor, info: dict, 
     level, quiet.level = quiet.level, logging.WARNING  # no "GPU available: ..." lines
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nor hints about SLURM or loggers: it never trains
-        module.model.trainer = Trainer(
-            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-            enable_checkpointing=False, enable_model_summary=False,
-        )  # fmt: skip
+        module.model.trainer = Trainer(accelerator="cpu", devices=1, barebones=True)
     quiet.setLevel(level)
     with warnings.catch_warnings():
         # TorchScript is deprecated in favour of torch.export, but still what C++ and older

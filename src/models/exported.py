@@ -1,9 +1,7 @@
 """Run a model that `src.export` wrote (ONNX or TorchScript), without Lightning or its run.
 
-Both formats carry the class names and the preprocessing beside the weights: ONNX in the
-model's metadata (`metadata_props`, which any ONNX runtime lists), TorchScript in extra files
-of its archive. This module must not import Lightning: `src.predict` labels images with an
-ONNX file on machines that have only onnxruntime, torch and torchvision (a test checks it).
+It must not import Lightning: `src.predict` labels images with an ONNX file on machines that
+have only onnxruntime, torch and torchvision (a test checks it).
 """
 
 import json
@@ -34,7 +32,11 @@ def exported_format(path: str | Path) -> str | None:
 
 
 class ExportedModel:
-    """An exported classifier: call it with normalised images to get class probabilities."""
+    """An exported classifier: call it with normalised images to get class probabilities.
+
+    Its `class_names` and `preprocessing` come from the ONNX model's metadata
+    (`metadata_props`, which any ONNX runtime lists) or the TorchScript archive's extra files.
+    """
 
     def __init__(self, path: str | Path, fmt: str | None = None) -> None:
         self.path = Path(path).expanduser()
