@@ -1,18 +1,20 @@
 """Export a checkpoint: `python -m src.export ckpt_path=PATH format=onnx|torchscript [output=...]`.
 
-Writes a file that takes a batch of normalised images (any batch size) and returns class
-probabilities, with the class names and the preprocessing inside it. Before the file is kept,
-it runs on real images next to the checkpoint: probabilities must agree to `tolerance` and the
-most probable class exactly; the command prints the largest difference.
+Writes a model file (`src.models.export`) and keeps it only when the parity check passes: on
+real images read as every command reads them, its probabilities agree with the checkpoint's
+(fp32, CPU) to `tolerance` and its most probable class exactly.
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import torch
 from omegaconf import DictConfig, ListConfig
 
 from src.errors import UserError, exit_on_user_error
+from src.models.export import Probabilities
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,31 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
 
 class ParityError(Exception):
     """The exported model does not answer as the checkpoint does (nothing was written)."""
+
+
+@dataclass
+class Parity:
+    """How far the exported model's probabilities are from the checkpoint's."""
+
+    source: str  # where the images came from
+    images: int
+    max_diff: float  # largest |probability difference| over images and classes
+    top1_agree: int  # images whose most probable class is the same
+    batch_diff: float  # largest difference between one image alone and in the batch
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        agree = self.top1_agree == self.images
+        return agree and self.max_diff <= self.tolerance and self.batch_diff <= self.tolerance
+
+    def __str__(self) -> str:
+        return (
+            f"Parity on {self.images} image(s) from {self.source}: largest probability "
+            f"difference {self.max_diff:.2e} (limit {self.tolerance:g}), top-1 the same for "
+            f"{self.top1_agree}/{self.images}, one image alone vs in the batch "
+            f"{self.batch_diff:.2e}."
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
@@ -51,7 +78,8 @@ def export(
     resize_size: int | None = None,
     allow_unfinished: bool = False,
 ):
-    """Write the checkpoint as `fmt` and check it; returns the file and the `Parity` found."""
+    """Write the checkpoint as `fmt` and check it; returns the file and the `Parity` found
+    (printed by the command with the largest difference)."""
     if not ckpt_path:
         raise UserError("Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train).")
     if fmt not in SUFFIXES:
@@ -64,11 +92,12 @@ def export(
         raise UserError(f"output={output} would overwrite the checkpoint; choose another name.")
 
     from src.files import atomic_write
-    from src.inspection.parity import check_parity, run_val_images, user_images
+    from src.inspection.predictions import val_images
+    from src.inspection.run_figures import sample
     from src.models.checkpoint import load_model
     from src.models.export import export_model, metadata
     from src.models.exported import ExportedModel
-    from src.predict import expand_inputs
+    from src.predict import expand_inputs, read_inputs
     from src.runs.run_dir import checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     model = load_model(ckpt)  # a foreign or damaged file stops here, with its reason
@@ -80,10 +109,17 @@ def export(
     draft = draft_size(run, pre)
     class_names = list(model.hparams.class_names)
     if images:
-        files = expand_inputs(images)
-        tensors, source = user_images(files, pre, draft), "images=" + ",".join(images)
-    elif run is not None:
-        tensors = run_val_images(run, class_names, parity_images, pre, draft)
+        read = list(read_inputs(expand_inputs(images), pre.eval_transform(), draft))
+        unreadable = [str(path) for path, image, _ in read if image is None]
+        if unreadable:
+            log.warning("Not readable, left out of the parity check: %s", ", ".join(unreadable))
+        if len(unreadable) == len(read):
+            raise UserError(f"No readable image among images={[str(p) for p, *_ in read][:5]}.")
+        tensors = torch.stack([image for _, image, _ in read if image is not None])
+        source = "images=" + ",".join(images)
+    elif run is not None:  # a fixed sample of the validation split, over every class
+        dataset = val_images(run.splits(wanted=("val",)), class_names, pre, draft_size=draft)
+        tensors = torch.stack([dataset[i][0] for i in sample(len(dataset), parity_images)])
         source = f"the validation split of run {run.path}"
     else:
         raise UserError(
@@ -99,6 +135,21 @@ def export(
         if not parity.ok:  # leaving the block by an exception discards the file
             raise ParityError(f"{parity} The exported model disagrees; {output} not written.")
     return output, parity
+
+
+def check_parity(model, exported, images: torch.Tensor, source: str, tolerance: float) -> Parity:
+    """Compare `exported(images)` with the checkpoint's `model` (fp32, eval mode)."""
+    with torch.inference_mode():
+        expected = Probabilities(model.float().eval())(images)
+    got, alone = exported(images), exported(images[:1])
+    return Parity(
+        source=source,
+        images=len(images),
+        max_diff=(got - expected).abs().max().item(),
+        top1_agree=int((got.argmax(dim=1) == expected.argmax(dim=1)).sum()),
+        batch_diff=(alone - got[:1]).abs().max().item(),
+        tolerance=tolerance,
+    )
 
 
 def refuse_unfinished(run, ckpt: Path) -> None:

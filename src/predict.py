@@ -1,9 +1,8 @@
 """Label new images: `python -m src.predict ckpt_path=PATH inputs=FILE_OR_DIR_OR_GLOB [top_k=2]`.
 
-Writes one CSV row per input file (the top-k labels with their probabilities, or the
-reason the file could not be read) and prints them. No data folder is needed: the class
-names are stored in the checkpoint. `ckpt_path` may also be a model file of `src.export`
-(.onnx or TorchScript), which carries its preprocessing too.
+Writes and prints one CSV row per input file: its top-k labels and probabilities, or why it
+could not be read. `ckpt_path` is a checkpoint or a model file of `src.export`; both carry
+the class names and preprocessing, so no data folder is needed.
 """
 
 import csv
@@ -28,7 +27,8 @@ def main(cfg: DictConfig) -> None:
                        cfg.batch_size, cfg.jpeg_draft, cfg.tta)  # fmt: skip
     write_csv(rows, Path(cfg.output))
     for row in rows:
-        print(format_row(row))
+        top = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["labels"], row["probs"], strict=True))
+        print(f"{row['path']}: {row['error'] or top}")
     failed = sum(1 for row in rows if row["error"])
     print(f"Wrote {cfg.output}: {len(rows) - failed} images labelled, {failed} not readable.")
 
@@ -38,20 +38,20 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     files = []
     for item in inputs:
         path = Path(item).expanduser()
-        if path.is_file():
-            files.append(path)
-        elif path.is_dir():
+        if path.is_dir():
             files += sorted(
                 p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
             )
-        else:
-            matches = sorted(glob.glob(str(path), recursive=True))
-            if not matches:
-                raise UserError(
-                    f"inputs={item} is not a file or folder and matches no files. Pass an "
-                    "image, a folder of images or a glob such as 'photos/**/*.jpg' (quoted)."
-                )
-            files += [Path(m) for m in matches if Path(m).is_file()]
+            continue
+        matches = (
+            [path] if path.is_file() else sorted(map(Path, glob.glob(str(path), recursive=True)))
+        )
+        if not matches:
+            raise UserError(
+                f"inputs={item} is not a file or folder and matches no files. Pass an "
+                "image, a folder of images or a glob such as 'photos/**/*.jpg' (quoted)."
+            )
+        files += [match for match in matches if match.is_file()]
     return files
 
 
@@ -68,7 +68,6 @@ def predict(
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
     `error` (None, or why the file could not be read as an image). `tta="flip"`: the
     probabilities are the mean of the image's and its mirror image's."""
-    from src.data.images import load_rgb
     from src.data.transforms import with_tta
 
     if not ckpt_path or not inputs:
@@ -79,21 +78,13 @@ def predict(
     if top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}.")
     files = expand_inputs(inputs)
-    classify, names, transform, draft = load_classifier(
-        ckpt_path, image_size, resize_size, jpeg_draft
-    )
-    classify = with_tta(classify, tta)
-    top_k = min(top_k, len(names))
+    model, names, transform, draft = load_classifier(ckpt_path, image_size, resize_size, jpeg_draft)
+    classify, top_k = with_tta(model, tta), min(top_k, len(names))
 
     rows, batch = [], []
-    for path in files:
-        row = {"path": str(path), "labels": [], "probs": [], "error": None}
-        rows.append(row)
-        try:
-            # The same reader as training: 16-bit, palette and CMYK images get the same pixels.
-            batch.append((row, transform(load_rgb(path, draft))))
-        except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError too
-            row["error"] = f"not a readable image ({type(err).__name__}: {err})"
+    for path, image, error in read_inputs(files, transform, draft):
+        rows.append({"path": str(path), "labels": [], "probs": [], "error": error})
+        batch += [] if image is None else [(rows[-1], image)]
         if len(batch) == batch_size:
             label_batch(classify, names, batch, top_k)
             batch = []
@@ -102,11 +93,21 @@ def predict(
     return rows
 
 
-def load_classifier(
-    ckpt_path: str, image_size: int | None, resize_size: int | None, jpeg_draft=None
-):
-    """(probabilities of a batch of images, class names, validation transform, `draft_size`
-    for `load_rgb`) of a model.
+def read_inputs(files: list[Path], transform, draft_size=None):
+    """Each file as (path, network input, None), or (path, None, why) when it is not a
+    readable image; read by `load_rgb` as training reads (16-bit, palette, CMYK alike)."""
+    from src.data.images import load_rgb
+
+    for path in files:
+        try:
+            yield path, transform(load_rgb(path, draft_size)), None
+        except (OSError, SyntaxError, ValueError) as err:  # PIL's UnidentifiedImageError too
+            yield path, None, f"not a readable image ({type(err).__name__}: {err})"
+
+
+def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draft=None):
+    """(the model as images -> class probabilities, class names, validation transform,
+    `draft_size` for `load_rgb`) of a checkpoint or an exported model.
 
     An exported model (.onnx, TorchScript) carries its class names and preprocessing: it needs
     neither Lightning nor its run directory. A checkpoint carries its preprocessing, and gets
@@ -127,55 +128,41 @@ def load_classifier(
         draft = saved.get("jpeg_draft", False) if jpeg_draft is None else jpeg_draft
         return model, model.class_names, pre.eval_transform(), pre.resize_size if draft else None
 
-    import torch
-
     from src.models.checkpoint import load_model
+    from src.models.export import Probabilities
     from src.runs.run_dir import checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     model = load_model(ckpt_path)
-
-    @torch.inference_mode()
-    def classify(images: torch.Tensor) -> torch.Tensor:
-        return model(images).float().softmax(dim=1)
-
     run = run_for_checkpoint(ckpt_path)
     pre = checkpoint_preprocessing(model.hparams, run, image_size, resize_size)
     draft = draft_size(run, pre, jpeg_draft)
-    return classify, list(model.hparams.class_names), pre.eval_transform(), draft
+    return Probabilities(model), list(model.hparams.class_names), pre.eval_transform(), draft
 
 
 def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> None:
     """Fill in `labels` and `probs` of each row from the model's top-k probabilities."""
     import torch
 
-    probs = classify(torch.stack([image for _, image in batch]))
+    with torch.inference_mode():
+        probs = classify(torch.stack([image for _, image in batch]))
     values, indices = probs.topk(top_k, dim=1)
     for (row, _), row_values, row_indices in zip(batch, values, indices, strict=True):
-        row["labels"] = [names[i] for i in row_indices.tolist()]
-        row["probs"] = row_values.tolist()
+        row["labels"], row["probs"] = [names[i] for i in row_indices.tolist()], row_values.tolist()
 
 
 def write_csv(rows: list[dict], output: Path) -> None:
     """Columns path, label_1, prob_1, ..., label_k, prob_k, error; unreadable files have
     empty labels and say why in `error`."""
     k = max((len(row["labels"]) for row in rows), default=0)
-    header = ["path"] + [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "prob")]
+    top = [f"{kind}_{i}" for i in range(1, k + 1) for kind in ("label", "prob")]
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow([*header, "error"])
+        writer = csv.DictWriter(f, ["path", *top, "error"], restval="")
+        writer.writeheader()
         for row in rows:
-            cells = [v for pair in zip(row["labels"], row["probs"], strict=True) for v in pair]
-            cells = [f"{v:.6f}" if isinstance(v, float) else v for v in cells]
-            cells += [""] * (2 * k - len(cells))
-            writer.writerow([row["path"], *cells, row["error"] or ""])
-
-
-def format_row(row: dict) -> str:
-    if row["error"]:
-        return f"{row['path']}: {row['error']}"
-    top = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["labels"], row["probs"], strict=True))
-    return f"{row['path']}: {top}"
+            cells = {f"label_{i}": label for i, label in enumerate(row["labels"], 1)}
+            cells.update({f"prob_{i}": f"{prob:.6f}" for i, prob in enumerate(row["probs"], 1)})
+            writer.writerow({"path": row["path"], **cells, "error": row["error"] or ""})
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def test_non_image_files_are_ignored_and_reported_once(image_folder, caplog):
     for path in junk:
         path.write_text("not an image")
     Image.new("RGB", (8, 8)).save(image_folder / "train" / "bees" / "anim.gif")
-    with caplog.at_level(logging.INFO, logger="src.data.validation"):
+    with caplog.at_level(logging.INFO, logger="src.data.layouts"):
         dm = datamodule(image_folder)
     assert (len(dm.train_set), len(dm.val_set)) == (12, 8)
     reports = [r.getMessage() for r in caplog.records if "not images" in r.getMessage()]
@@ -85,7 +85,9 @@ def test_verdicts_are_cached_until_a_file_changes(image_folder, monkeypatch):
     datamodule(image_folder)
     decoded = []
     real_check = validation.check_image
-    monkeypatch.setattr(validation, "check_image", lambda p: decoded.append(p) or real_check(p))
+    monkeypatch.setattr(
+        validation, "check_image", lambda p, *a: decoded.append(p) or real_check(p, *a)
+    )
     datamodule(image_folder)
     assert decoded == []
     changed = image_folder / "train" / "ants" / "ants_0.jpg"

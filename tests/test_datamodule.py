@@ -141,7 +141,7 @@ def test_decoded_image_cache_gives_validation_the_same_pixels(tmp_path):
 
 def test_cache_larger_than_the_limit_is_skipped(image_folder, caplog):
     dm = datamodule(image_folder, cache_images=True, cache_max_gb=1e-9)
-    assert not hasattr(dm.train_set, "images")
+    assert dm.cached_splits == []
     assert "Not caching decoded images" in caplog.text
 
 

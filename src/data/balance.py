@@ -1,6 +1,5 @@
 """Class imbalance in the training data: a sampler that draws every class equally often
-(`data.sampler=balanced`), and loss weights from the class counts (`model.class_weights`).
-"""
+(`data.sampler=balanced`), and loss weights from the class counts (`model.class_weights`)."""
 
 from collections.abc import Sequence
 
@@ -48,9 +47,8 @@ def loss_weights(setting, targets: Sequence[int], class_names: Sequence[str]) ->
                 f"model.class_weights=balanced needs training images of every class; "
                 f"none of {empty}."
             )
-        classes, labels = np.arange(len(class_names)), np.asarray(list(targets))
-        weights = compute_class_weight("balanced", classes=classes, y=labels)
-        return [float(w) for w in weights]
+        labels = np.asarray(list(targets))
+        return compute_class_weight("balanced", classes=np.unique(labels), y=labels).tolist()
     if isinstance(setting, str) or len(setting) != len(class_names):
         raise UserError(
             f"Invalid model.class_weights={setting!r}: use balanced, null, or one weight per "

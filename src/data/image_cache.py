@@ -1,16 +1,5 @@
-"""Decode every image of a split once and keep it in memory as a small uint8 tensor.
-
-The tutorial decodes each JPEG again in every epoch; on a 2-core machine that decoding
-competes with training for the same cores. Images are stored resized so that their shorter
-side is `size` (the validation resize, 256), so validation sees exactly the tutorial's
-pixels and training crops come from a 256-pixel image instead of the original.
-
-Decoded images also outlive the datamodule that asked for them: Hydra's basic launcher runs
-the jobs of a local multirun one after another in one process, and each job finds the
-images of the previous one here instead of decoding them again. An image is reused only
-while its file has the same size and modification time and the same `size`, interpolation and
-`draft_size` are asked for, so a job gets the same tensors it would have decoded itself.
-"""
+"""Decode every image of a split once and keep it in memory (`data.cache_images`), instead of
+decoding each JPEG again in every epoch on the cores that train."""
 
 import logging
 import os
@@ -18,92 +7,53 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
-from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from src.data.images import load_rgb
+from src.data.validation import file_stat
 
 log = logging.getLogger(__name__)
 
 # (path, size, interpolation, draft_size) -> ((file size, mtime), image), for the paths of the
-# latest three splits built (a run's train, val and test), so memory stays one run's cache.
-_kept: dict[tuple, tuple[tuple[int, int], torch.Tensor]] = {}
+# latest three splits built (a run's train, val and test), so memory stays one run's cache:
+# the jobs of a local multirun (one after another in one process) reuse them.
+_kept: dict[tuple, tuple[list[int], torch.Tensor]] = {}
 _recent: deque[set[tuple]] = deque(maxlen=3)
-
-
-class DecodedImageCache(Dataset):
-    """An ImageFolder whose images were decoded once; `transform` still runs per access.
-
-    Keeps `classes`, `class_to_idx`, `samples` and `targets` of the wrapped folder. Images
-    are read with `load_rgb(path, draft_size)`: give the `draft_size` the folder's own
-    loader uses, so that cached and uncached reading give the same pixels.
-    """
-
-    def __init__(
-        self,
-        folder: ImageFolder,
-        size: int,
-        interpolation: InterpolationMode = InterpolationMode.BILINEAR,
-        threads: int | None = None,
-        draft_size: int | None = None,
-    ) -> None:
-        self.classes, self.class_to_idx = folder.classes, folder.class_to_idx
-        self.samples, self.targets = folder.samples, folder.targets
-        self.transform = folder.transform
-        paths = [path for path, _ in self.samples]
-        self.images = decoded_images(paths, size, interpolation, draft_size, threads)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        image = self.images[index]
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.targets[index]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(image.numel() for image in self.images)
 
 
 def decode(path: str, size: int, interpolation, draft_size: int | None = None) -> torch.Tensor:
     """One image as a (3, H, W) uint8 tensor whose shorter side is `size`, resized as the
-    evaluation transform resizes it (so that its resize then changes nothing)."""
+    evaluation transform resizes it: validation then sees exactly the pixels it would decode,
+    and training crops come from that smaller image."""
     image = F.resize(load_rgb(path, draft_size), size, interpolation, antialias=True)
     return F.pil_to_tensor(image)
 
 
-def decoded_images(
-    paths: list[str], size: int, interpolation, draft_size: int | None, threads: int | None = None
-) -> list[torch.Tensor]:
-    """`decode` of every path, taking unchanged files from the images kept in this process."""
-    keys = [(path, size, interpolation, draft_size) for path in paths]
-    stats = [file_stat(path) for path in paths]
-    todo = [key for key, stat in zip(keys, stats, strict=True) if _kept.get(key, [None])[0] != stat]
+def decode_into(images: dict, size: int, interpolation, draft_size, path: str) -> None:
+    """`decode` the image at `path` into `images`: with `partial`, the image check's `read`
+    (`src.data.validation`), so that the check's decode is also the cache's."""
+    images[path] = decode(path, size, interpolation, draft_size)
+
+
+def cache_decoded(dataset, size: int, interpolation, draft_size=None, decoded=None):
+    """Make `dataset` (a `LabelledImages`) read its images from memory, each decoded once by
+    `decode` with the `draft_size` its own loader uses (so that cached and uncached reading
+    give the same pixels), or taken from `decoded` ({path: image}, see `decode_into`) or from an
+    earlier job of this process for unchanged files. Its `transform` still runs per access."""
+    keys = [(path, size, interpolation, draft_size) for path, _ in dataset.samples]
+    stats = {key: file_stat(key[0]) for key in keys}
+    todo = [key for key in keys if _kept.get(key, [None])[0] != stats[key]]
     if len(todo) < len(keys):
         log.info("%d decoded images reused from an earlier job", len(keys) - len(todo))
+    fresh = {key: decoded[key[0]] for key in todo if key[0] in (decoded or {})}
+    missing = [key for key in todo if key not in fresh]
     # PIL releases the GIL while decoding and resizing, so threads decode in parallel.
-    with ThreadPoolExecutor(threads or os.cpu_count()) as pool:
-        images = pool.map(lambda key: decode(*key), todo)
-        fresh = dict(zip(todo, images, strict=True))
-    for key, stat in zip(keys, stats, strict=True):
-        if key in fresh:
-            _kept[key] = (stat, fresh[key])
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        fresh.update(zip(missing, pool.map(lambda key: decode(*key), missing), strict=True))
+    for key in todo:
+        _kept[key] = (stats[key], fresh[key])
     _recent.append(set(keys))
-    live = set().union(*_recent)
-    for key in [key for key in _kept if key not in live]:
+    for key in _kept.keys() - set().union(*_recent):
         del _kept[key]
-    return [_kept[key][1] for key in keys]
-
-
-def file_stat(path: str) -> tuple[int, int]:
-    stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
-
-
-def estimated_cache_bytes(num_images: int, size: int) -> int:
-    """Rough memory of a cache of `num_images` photos (4:3) at shorter side `size`."""
-    return num_images * size * (size * 4 // 3) * 3
+    dataset.loader = {key[0]: _kept[key][1] for key in keys}.__getitem__
+    return dataset

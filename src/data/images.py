@@ -1,17 +1,12 @@
-"""The one place an image file becomes pixels: every command reads images through `load_rgb`.
-
-Training, validation, `src.eval`, `src.predict`, the figures and the notebooks all call it,
-so the same file reaches the network as the same tensor everywhere.
-"""
+"""The one place an image file becomes pixels: training, evaluation, prediction, export, the
+figures and the notebooks all read images through `load_rgb`, so the same file reaches the
+network as the same tensor everywhere."""
 
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
-
-# Pillow reads these; which of them a file really is comes from its bytes, not its name.
-IMAGE_EXTENSIONS = IMG_EXTENSIONS
 
 
 def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
@@ -22,11 +17,9 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
     CMYK, greyscale, RGBA and 8-bit palette images are converted as Pillow does.
 
     `draft_size` (`data.jpeg_draft`: the run's `resize_size`): a JPEG at least twice that
-    size on both sides is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's
-    draft mode), the smallest that keeps both sides at least `draft_size`. A 4000x3000
-    photo then decodes 64x fewer pixels; the pixels differ slightly from a full decode
-    followed by a resize, so every command must read with the same `draft_size`. Other
-    formats and smaller JPEGs are read in full either way.
+    size on both sides is decoded at the smallest 1/2, 1/4 or 1/8 scale (Pillow's draft mode)
+    that keeps both sides at least `draft_size`: 64x fewer pixels for a 4000x3000 photo, and
+    slightly different ones, so every command must read with the same `draft_size`.
     """
     with Image.open(path) as img:
         if draft_size:
@@ -42,8 +35,9 @@ def load_rgb(path: str | Path, draft_size: int | None = None) -> Image.Image:
 
 
 def is_image_name(path: Path) -> bool:
-    """A visible file whose extension is one of Pillow's image formats."""
-    return not is_hidden(path) and path.name.lower().endswith(IMAGE_EXTENSIONS)
+    """A visible file with an image extension (torchvision's ImageFolder's list); which format
+    it really is comes from its bytes, not its name."""
+    return not is_hidden(path) and path.name.lower().endswith(IMG_EXTENSIONS)
 
 
 def is_hidden(path: Path) -> bool:

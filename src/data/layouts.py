@@ -1,34 +1,32 @@
-"""Find the labelled images of a dataset from what `data.data_dir` holds (or a CSV lists).
-
-Three layouts, each read into the same rows of (path, label, split):
-
-- split folders: `train/<class>/` and `val/<class>/`, optionally `test/<class>/`;
-  every row has its split;
-- one folder of class folders, `<class>/<image>`: no row has a split yet
-  (`src.data.splits` splits them);
-- `data.labels_csv`: a CSV with columns `path,label` and optionally `split`.
-
-Paths are kept relative to `data_dir` (as POSIX strings), so a split survives the data
-folder moving. No image is decoded here; that happens per split in `src.data.splits`.
-"""
+"""Find the labelled images of a dataset, as rows of (path, label, split), from what
+`data.data_dir` holds (see `LAYOUT`) or `data.labels_csv` lists; no image is decoded here."""
 
 import csv
+import logging
+from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
-from src.data.validation import LAYOUT, class_folders, report_ignored, require_folder
+from src.data.images import is_hidden, is_image_name
 from src.errors import UserError
 
+log = logging.getLogger(__name__)
+
 SPLIT_NAMES = ("train", "val", "test")
-SHOWN = 5  # how many offending paths or lines an error message lists
+LAYOUT = (
+    "<data_dir>/train/<class>/<image> and <data_dir>/val/<class>/<image> (and optionally "
+    "test/), or one folder of class folders <data_dir>/<class>/<image>, or a CSV of path,label "
+    "(data.labels_csv)"
+)
 
 
 class Row(NamedTuple):
-    """One labelled image: its path (relative to data_dir), class label and split."""
+    """One labelled image: its path (relative to data_dir, so that a split survives the data
+    folder moving), class label and split."""
 
     path: str
     label: str
-    split: str | None  # None: not assigned yet (one folder, or a CSV without a split column)
+    split: str | None  # None: one folder, or a CSV without a split column (src.data.splits)
 
 
 class Found(NamedTuple):
@@ -47,55 +45,85 @@ def find_rows(data_dir: Path, labels_csv: str | Path | None, wanted=SPLIT_NAMES)
     """
     if labels_csv:
         return csv_rows(Path(labels_csv).expanduser(), data_dir)
-    require_folder(data_dir)
+    if data_dir.is_file():
+        raise UserError(
+            f"data.data_dir {data_dir} is a file, not a folder. Expected a folder laid out as "
+            f"{LAYOUT} (unzip an archive first)."
+        )
     if not data_dir.is_dir():
         raise UserError(
             f"Data folder not found: {data_dir}. Point data.data_dir at a folder laid out as "
-            f"{LAYOUT} (the data may have moved)."
+            f"{LAYOUT} (the data may have moved), or set data.download=true to fetch the "
+            "tutorial's ants-vs-bees dataset."
         )
-    if any((data_dir / split).is_dir() for split in ("train", "val")):
-        return split_folder_rows(data_dir, wanted)
-    found = class_folders(data_dir)
-    report_ignored(found.ignored)
-    rows = [
-        Row(relative(path, data_dir), label, None)
-        for label, paths in found.images.items()
-        for path in paths
-    ]
-    return Found(rows, "one folder of class folders", has_splits=False)
-
-
-def split_folder_rows(data_dir: Path, wanted) -> Found:
-    """Rows of `train/`, `val/` (both required when wanted) and `test/` (when present)."""
-    folders = {}
-    for split in SPLIT_NAMES:
-        if split not in wanted:
-            continue
-        split_dir = data_dir / split
-        if split_dir.is_dir():
-            folders[split] = class_folders(split_dir)
+    has_splits = any((data_dir / split).is_dir() for split in ("train", "val"))
+    found = {}  # split -> (classes, rows, ignored)
+    if not has_splits:
+        found[None] = class_folder_rows(data_dir, data_dir, None)
+    for split in [name for name in SPLIT_NAMES if name in wanted and has_splits]:
+        if (data_dir / split).is_dir():
+            found[split] = class_folder_rows(data_dir / split, data_dir, split)
         elif split != "test":
-            found = sorted(p.name for p in data_dir.iterdir())
+            present = sorted(p.name for p in data_dir.iterdir())
             raise UserError(
-                f"Missing split folder {split_dir}. Expected {data_dir}/{split}/<class>/ with "
-                f"images (fix data.data_dir); found {found}."
+                f"Missing split folder {data_dir / split}. Expected {data_dir}/{split}/<class>/ "
+                f"with images (fix data.data_dir); found {present}."
             )
-    first, *others = folders
-    for split in others:
-        if folders[split].classes != folders[first].classes:
+    classes = {split: names for split, (names, _, _) in found.items()}
+    first = next(iter(classes), None)
+    for split, names in classes.items():
+        if names != classes[first]:
             raise UserError(
                 f"{first}/ and {split}/ in {data_dir} hold different classes: {first} has "
-                f"{folders[first].classes}, {split} has {folders[split].classes}. Every split "
-                "needs the same class sub-folders."
+                f"{classes[first]}, {split} has {names}. Every split needs the same class "
+                "sub-folders."
             )
-    report_ignored([path for found in folders.values() for path in found.ignored])
-    rows = [
-        Row(relative(path, data_dir), label, split)
-        for split, found in folders.items()
-        for label, paths in found.images.items()
-        for path in paths
-    ]
-    return Found(rows, "split folders", has_splits=True)
+    ignored = [path for _, _, files in found.values() for path in files]
+    if ignored:  # once for the whole dataset
+        log.info("Ignored %d file(s) that are not images: %s", len(ignored), ", ".join(ignored))
+    source = "split folders" if has_splits else "one folder of class folders"
+    return Found([row for _, rows, _ in found.values() for row in rows], source, has_splits)
+
+
+def class_folder_rows(folder: Path, data_dir: Path, split: str | None):
+    """(class names, image rows, files that are not images) of a folder of class folders.
+
+    Every sub-folder is a class, as for torchvision's ImageFolder, except hidden ones
+    (.ipynb_checkpoints, .git, ...). Raises a `UserError` for a layout no classifier can train
+    on: no class folders, a single one, or a class folder without images.
+    """
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
+    if not classes:
+        raise UserError(
+            f"{folder} has no class folders. Expected one sub-folder per class: {LAYOUT}."
+        )
+    if len(classes) == 1:
+        raise UserError(
+            f"{folder} has a single class folder ({classes[0]}/); a classifier needs at "
+            f"least two: {folder}/<class_a>/, {folder}/<class_b>/, ..."
+        )
+    rows, ignored, empty = [], [str(p) for p in folder.iterdir() if p.is_file()], {}
+    for name in classes:
+        files = sorted(p for p in (folder / name).rglob("*") if p.is_file())
+        images = [p for p in files if is_image_name(p)]
+        rows += [Row(p.relative_to(data_dir).as_posix(), name, split) for p in images]
+        ignored += [str(p) for p in files if not is_image_name(p)]
+        if not images:
+            empty[name] = len(files)
+    if len(empty) == len(classes):
+        raise UserError(
+            f"No images in {folder}: its class folders {classes} hold no image files "
+            f"(.jpg, .png, ...). Expected {LAYOUT}."
+        )
+    if empty:
+        name, others = next(iter(empty.items()))
+        raise UserError(
+            f"Class folder {folder / name} holds no images"
+            + (f" (only {others} other files)" if others else "")
+            + ". Put .jpg/.png/... files in it or remove it; every class needs images in "
+            "every split (train/ and val/)."
+        )
+    return classes, rows, ignored
 
 
 def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
@@ -103,8 +131,8 @@ def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
 
     Every path must exist and appear once; split values must be train, val or test.
     """
-    if not labels_csv.is_file() and not labels_csv.is_absolute() and data_dir.is_dir():
-        labels_csv = data_dir / labels_csv if (data_dir / labels_csv).is_file() else labels_csv
+    if not labels_csv.is_file() and (data_dir / labels_csv).is_file():
+        labels_csv = data_dir / labels_csv
     if not labels_csv.is_file():
         raise UserError(
             f"data.labels_csv={labels_csv} not found (relative paths are looked up in the "
@@ -112,8 +140,7 @@ def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
         )
     with open(labels_csv, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's BOM
         reader = csv.DictReader(f, skipinitialspace=True)
-        columns = [(name or "").strip() for name in reader.fieldnames or []]
-        reader.fieldnames = columns
+        reader.fieldnames = columns = [(name or "").strip() for name in reader.fieldnames or []]
         lines = list(reader)
     if not {"path", "label"} <= set(columns):
         raise UserError(
@@ -124,44 +151,31 @@ def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
     has_splits = "split" in columns
     rows, blank = [], []
     for number, line in enumerate(lines, start=2):  # line 1 is the header
-        values = [(line.get(key) or "").strip() for key in ("path", "label", "split")]
-        path, label, split = values
-        if not path or not label or (has_splits and split not in SPLIT_NAMES):
-            blank.append(number)
-            continue
-        rows.append(Row(path, label, split if has_splits else None))
+        path, label, split = [(line.get(key) or "").strip() for key in ("path", "label", "split")]
+        if path and label and (split in SPLIT_NAMES or not has_splits):
+            rows.append(Row(path, label, split if has_splits else None))
+        else:
+            blank.append(str(number))
     if blank:
         need = "a path and a label" + (", and a split of train, val or test" * has_splits)
-        raise UserError(
-            f"{labels_csv}: {len(blank)} line(s) lack {need}: lines "
-            f"{', '.join(map(str, blank[:SHOWN]))}{', ...' if len(blank) > SHOWN else ''}."
-        )
+        raise UserError(f"{labels_csv}: {len(blank)} line(s) lack {need}: lines {listed(blank)}.")
     if not rows:
         raise UserError(f"{labels_csv} lists no images: add lines of path,label below its header.")
     missing = [row.path for row in rows if not (data_dir / row.path).is_file()]
     if missing:
         raise UserError(
             f"{len(missing)} of the {len(rows)} paths in {labels_csv} do not exist under "
-            f"data.data_dir={data_dir}: {', '.join(missing[:SHOWN])}"
-            f"{', ...' if len(missing) > SHOWN else ''}. Paths are relative to data.data_dir."
+            f"data.data_dir={data_dir}: {listed(missing)}. Paths are relative to data.data_dir."
         )
-    seen, repeated = set(), []
-    for row in rows:
-        if row.path in seen:
-            repeated.append(row.path)
-        seen.add(row.path)
+    repeated = [path for path, count in Counter(row.path for row in rows).items() if count > 1]
     if repeated:
         raise UserError(
-            f"{len(repeated)} path(s) appear more than once in {labels_csv}: "
-            f"{', '.join(repeated[:SHOWN])}{', ...' if len(repeated) > SHOWN else ''}. "
+            f"{len(repeated)} path(s) appear more than once in {labels_csv}: {listed(repeated)}. "
             "List each image once."
         )
     return Found(rows, str(labels_csv), has_splits)
 
 
-def relative(path: Path, data_dir: Path) -> str:
-    """`path` relative to `data_dir` as a POSIX string (absolute when outside it)."""
-    try:
-        return path.relative_to(data_dir).as_posix()
-    except ValueError:
-        return str(path)
+def listed(items: list[str], shown: int = 5) -> str:
+    """The first `shown` items (of paths or lines an error message names), then ", ..."."""
+    return ", ".join(items[:shown]) + (", ..." if len(items) > shown else "")

@@ -1,38 +1,26 @@
-"""Which image goes to which split, and the dataset of one split: the one split builder.
-
-The datamodule, `src.eval`, resume and the figures all get their images here. `build_splits`
-reads the dataset's layout (`src.data.layouts`) and, where the layout does not say, splits it
-with scikit-learn, stratified by class and seeded by `split_seed` alone (so changing the
-training `seed` keeps the split): a test split by `test_fraction`, then val by
-`val_fraction`, or fold `fold` of `num_folds` for cross-validation. `image_split` turns one
-split into a dataset of its decodable images, read through `load_rgb`. A run writes its
-split to `splits.csv`, which resume and evaluation read back as they are.
-"""
+"""The one split builder: which image goes to which split (`build_splits`, written to a run's
+`splits.csv`), and the dataset of one split (`image_split`)."""
 
 import csv
-import io
 from collections import Counter
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 
-from torch.utils.data import Dataset
+from torchvision.datasets import DatasetFolder
 
 from src.data.images import load_rgb
 from src.data.layouts import SPLIT_NAMES, Row, csv_rows, find_rows
-from src.data.validation import SplitCheck, check_files
+from src.data.validation import check_images
 from src.errors import UserError
-from src.files import write_text_atomic
+from src.files import atomic_write
 
 FILE_NAME = "splits.csv"
 
 
 @dataclass(frozen=True)
 class SplitSettings:
-    """The data.* keys that decide a split (see the datamodule's arguments).
-
-    Checked when made: a value that cannot work raises a `UserError` naming its key.
-    """
+    """The data.* keys that decide a split, checked when made (a `UserError` names the key)."""
 
     labels_csv: str | None = None
     val_fraction: float = 0.2
@@ -88,22 +76,18 @@ class Splits:
 
     def describe(self) -> str:
         """A few lines for the log: how the split was made, and its images per class."""
-        width = max(len(name) for name in [*self.class_names, "class"])
-        names = self.names()
-        lines = [f"Split: {self.how}", f"  {'class':<{width}}" + "".join(f"{n:>7}" for n in names)]
-        counts = self.counts()
+        counts, width = self.counts(), max(len(name) for name in [*self.class_names, "class"])
+        lines = [f"Split: {self.how}", f"  {'class':<{width}}" + "".join(f"{n:>7}" for n in counts)]
         for label in self.class_names:
-            cells = "".join(f"{counts[n][label]:>7}" for n in names)
-            lines.append(f"  {label:<{width}}{cells}")
+            lines.append(f"  {label:<{width}}" + "".join(f"{c[label]:>7}" for c in counts.values()))
         return "\n".join(lines)
 
     def write(self, path: str | Path) -> Path:
         """Save as CSV (path,label,split): `data.labels_csv` and `build_splits` read it back."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["path", "label", "split"])
-        writer.writerows(sorted(self.rows, key=lambda r: (SPLIT_NAMES.index(r.split), r.path)))
-        write_text_atomic(path, out.getvalue())
+        with atomic_write(path) as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(Row._fields)
+            writer.writerows(sorted(self.rows, key=lambda r: (SPLIT_NAMES.index(r.split), r.path)))
         return Path(path)
 
 
@@ -115,9 +99,12 @@ def build_splits(
 ) -> Splits:
     """The split of the dataset in `data_dir`.
 
-    `splits_file` (a run's `splits.csv`) is used as it is; otherwise the layout's own
-    splits are kept and missing ones made by `settings` (see the module docstring).
-    `wanted` limits which split folders are read, for a caller that needs one split only.
+    `splits_file` (a run's `splits.csv`, which resume and evaluation read back) is used as it
+    is. Otherwise the layout's own splits (`src.data.layouts`) are kept and the missing ones
+    made with scikit-learn, stratified by class and seeded by `split_seed` alone (changing
+    the training `seed` keeps the split): a test split by `test_fraction`, then val by
+    `val_fraction`, or fold `fold` of `num_folds`. `wanted` limits which split folders are
+    read, for a caller that needs one split only.
     """
     data_dir = Path(data_dir).expanduser()
     if splits_file is not None:
@@ -126,9 +113,8 @@ def build_splits(
             raise UserError(f"{splits_file} has no split column; it is not a splits.csv.")
         return Splits(data_dir, sorted({r.label for r in rows}), rows, f"as in {splits_file}")
     s = settings or SplitSettings()
-    if s.fold is not None:
-        wanted = SPLIT_NAMES  # a fold is cut from train and val together
-    found = find_rows(data_dir, s.labels_csv, wanted)
+    # A fold is cut from train and val together.
+    found = find_rows(data_dir, s.labels_csv, SPLIT_NAMES if s.fold is not None else wanted)
     rows = sorted(found.rows)  # by path: the split must not depend on the listing order
     how = f"{found.source} ({data_dir})"
     if found.has_splits:
@@ -139,7 +125,11 @@ def build_splits(
                 "the test images in a test/ folder (or split=test rows) instead, or set "
                 "data.test_fraction=0."
             )
-        require_splits(rows, found.source, wanted)
+        for name in sorted({"train", "val"} & set(wanted) - {r.split for r in rows}):
+            raise UserError(
+                f"{found.source} has no {name} images: its split column needs rows with "
+                f"split={name} (or leave the split column out to split by data.val_fraction)."
+            )
     else:
         rows = assign_by_fraction(rows, s.val_fraction, s.test_fraction, s.split_seed, s.fold)
         how += f", stratified by split_seed {s.split_seed}: test_fraction {s.test_fraction}"
@@ -153,11 +143,8 @@ def build_splits(
 
 
 def assign_by_fraction(rows, val_fraction, test_fraction, seed, fold) -> list[Row]:
-    """Stratified test and val splits of rows that have none; the rest is train.
-
-    Both fractions are of the whole dataset (rounded to whole images). With a `fold`, val
-    comes from the folds instead.
-    """
+    """Stratified test and val splits of rows that have none (val from the folds instead
+    with a `fold`); the rest is train. Both fractions are of the whole dataset."""
     from sklearn.model_selection import train_test_split
 
     def cut(pool: list[Row], fraction: float, name: str):
@@ -172,26 +159,23 @@ def assign_by_fraction(rows, val_fraction, test_fraction, seed, fold) -> list[Ro
                 f"the images per class {class_counts(pool)} ({err}). Add images, or change "
                 f"data.{name}_fraction."
             ) from err
-        return kept, [Row(r.path, r.label, name) for r in taken]
+        return kept, [r._replace(split=name) for r in taken]
 
     pool, test, val = rows, [], []
     if test_fraction:
         pool, test = cut(pool, test_fraction, "test")
     if fold is None:
         pool, val = cut(pool, val_fraction, "val")
-    return [Row(r.path, r.label, "train") for r in pool] + val + test
+    return [r._replace(split="train") for r in pool] + val + test
 
 
 def assign_fold(rows: list[Row], num_folds: int, fold: int, seed: int) -> list[Row]:
     """Train and val rows re-split: fold `fold` of a stratified `num_folds`-fold split is val.
-
-    Test rows stay as they are, out of every fold.
-    """
+    Test rows stay as they are, out of every fold."""
     from sklearn.model_selection import StratifiedKFold
 
     pool = sorted(r for r in rows if r.split != "test")
-    counts = class_counts(pool)
-    few = {label: n for label, n in counts.items() if n < num_folds}
+    few = {label: n for label, n in class_counts(pool).items() if n < num_folds}
     if few:
         raise UserError(
             f"data.num_folds={num_folds} needs at least {num_folds} images of every class "
@@ -201,19 +185,8 @@ def assign_fold(rows: list[Row], num_folds: int, fold: int, seed: int) -> list[R
     folds = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
     _, val_index = list(folds.split(pool, [r.label for r in pool]))[fold]
     val = set(val_index.tolist())
-    refolded = [Row(r.path, r.label, "val" if i in val else "train") for i, r in enumerate(pool)]
+    refolded = [r._replace(split="val" if i in val else "train") for i, r in enumerate(pool)]
     return refolded + [r for r in rows if r.split == "test"]
-
-
-def require_splits(rows: list[Row], source: str, wanted) -> None:
-    """A layout that names splits must name train and val (where wanted)."""
-    present = {r.split for r in rows}
-    for name in ("train", "val"):
-        if name in wanted and name not in present:
-            raise UserError(
-                f"{source} has no {name} images: its split column needs rows with "
-                f"split={name} (or leave the split column out to split by data.val_fraction)."
-            )
 
 
 def require_every_class_everywhere(splits: Splits, source: str, given: bool, fold) -> None:
@@ -221,73 +194,52 @@ def require_every_class_everywhere(splits: Splits, source: str, given: bool, fol
     counts = splits.counts()
     for label in splits.class_names:
         empty = [name for name in counts if counts[name][label] == 0]
-        if not empty:
-            continue
-        per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
-        if given and (fold is None or empty == ["test"]):
-            fix = f"give it images in every split in {source}"
-        else:  # each class's share of a split is rounded, and can round to none
-            fix = "add images of it, or change data.val_fraction or data.test_fraction"
-        raise UserError(
-            f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
-            f"Every class needs images in every split: {fix}."
-        )
+        if empty:
+            per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
+            if given and (fold is None or empty == ["test"]):
+                fix = f"give it images in every split in {source}"
+            else:  # each class's share of a split is rounded, and can round to none
+                fix = "add images of it, or change data.val_fraction or data.test_fraction"
+            raise UserError(
+                f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
+                f"Every class needs images in every split: {fix}."
+            )
 
 
 def class_counts(rows: list[Row]) -> dict[str, int]:
     return dict(sorted(Counter(row.label for row in rows).items()))
 
 
-class LabelledImages(Dataset):
-    """The images of one split with their class indices, read through `load_rgb`.
+class LabelledImages(DatasetFolder):
+    """torchvision's DatasetFolder over the given (path, class index) samples, ordered as
+    ImageFolder orders them (by class, then path), read through `load_rgb` with `draft_size`
+    (`data.jpeg_draft`)."""
 
-    Offers torchvision's ImageFolder interface (`root`, `classes`, `class_to_idx`,
-    `samples`, `targets`, `loader`, `transform`) over any list of files, ordered as
-    ImageFolder orders them: by class, then path. `draft_size` is passed to `load_rgb`
-    (`data.jpeg_draft`).
-    """
+    def __init__(self, root: Path, samples, classes, transform=None, draft_size=None) -> None:
+        self._given = list(classes), sorted(samples, key=lambda s: (s[1], s[0]))
+        super().__init__(root, partial(load_rgb, draft_size=draft_size), transform=transform)
 
-    def __init__(
-        self, root: Path, samples, classes: list[str], transform=None, draft_size=None
-    ) -> None:
-        self.root, self.classes, self.transform = root, list(classes), transform
-        self.class_to_idx = {name: index for index, name in enumerate(self.classes)}
-        self.samples = sorted(samples, key=lambda s: (s[1], s[0]))
-        self.targets = [target for _, target in self.samples]
-        self.loader = partial(load_rgb, draft_size=draft_size) if draft_size else load_rgb
+    def find_classes(self, directory):
+        return self._given[0], {name: index for index, name in enumerate(self._given[0])}
 
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, target = self.samples[index]
-        image = self.loader(path)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, target
+    def make_dataset(self, directory, class_to_idx, **kwargs):
+        return self._given[1]
 
 
-def image_split(
-    splits: Splits, split: str, transform, draft_size: int | None = None
-) -> tuple[LabelledImages, SplitCheck]:
-    """The decodable images of `split` as a dataset, and what decoding them found.
-
-    Images that cannot be decoded are left out of the dataset; `report_files` (in
-    `src.data.validation`) decides whether that stops the run or only skips them.
-    `draft_size` is passed to `load_rgb` (`data.jpeg_draft`).
-    """
+def image_split(splits: Splits, split: str, transform, draft_size=None, read=load_rgb):
+    """The decodable images of `split` as a `LabelledImages`, and {path: why} of the others
+    (`read` decodes them), on which `src.data.validation.report_files` stops or skips."""
     if split not in splits.names():
         raise UserError(
             f"The dataset in {splits.data_dir} has no {split} split (it has "
-            f"{', '.join(splits.names())}; split: {splits.how})."
+            f"{', '.join(splits.names()) or 'none'}; split: {splits.how})."
         )
-    rows = [row for row in splits.rows if row.split == split]
-    paths = {str(splits.data_dir / row.path): row.label for row in rows}
-    check = check_files(list(paths))
+    labels = {str(splits.data_dir / r.path): r.label for r in splits.rows if r.split == split}
+    verdicts = check_images(list(labels), read)
     index = {name: i for i, name in enumerate(splits.class_names)}
-    samples = [(path, index[label]) for path, label in paths.items() if path in check.usable]
+    samples = [(path, index[label]) for path, label in labels.items() if verdicts[path] is None]
     dataset = LabelledImages(splits.data_dir, samples, splits.class_names, transform, draft_size)
-    return dataset, check
+    return dataset, {path: why for path, why in verdicts.items() if why is not None}
 
 
 def require_classes(dataset: LabelledImages, class_names: list[str], trained_on: str) -> None:

@@ -1,11 +1,6 @@
-"""Write a trained classifier as a file that runs without this template: ONNX or TorchScript.
+"""Write a trained classifier as a file that runs without this template: ONNX or TorchScript,
+with the class names and the preprocessing inside (`src.models.exported` reads them back)."""
 
-The exported model is the checkpoint's network in fp32 followed by a softmax: normalised
-images (N, 3, H, W) in, any N, class probabilities out. The class names and the
-preprocessing travel inside the file (see `src.models.exported`, which reads them back).
-"""
-
-import io
 import json
 import logging
 import warnings
@@ -18,7 +13,8 @@ from src.models.exported import INPUT_NAME, OUTPUT_NAME
 
 
 class Probabilities(nn.Module):
-    """The classifier as deployed: normalised images in, softmax probabilities out."""
+    """The classifier as deployed: normalised images (N, 3, H, W), any N, in; the network's
+    outputs in fp32 through a softmax, class probabilities, out."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -49,20 +45,17 @@ def metadata(class_names: list[str], preprocessing: dict, jpeg_draft: bool = Fal
 
 def export_model(model, fmt: str, f: IO[bytes], info: dict[str, str], image_size: int) -> None:
     """Write the LightningModule `model` as `fmt` ("onnx" or "torchscript") to the open file
-    `f`, in fp32 and eval mode."""
-    model = model.float().eval()
+    `f`, in fp32 and eval mode, with `info` (`metadata`) inside."""
+    module = Probabilities(model.float().eval()).eval()
     # Batch 2: an example batch of 1 would let the exporters fix the batch size at 1.
     example = torch.randn(2, 3, image_size, image_size)
+    write = write_onnx if fmt == "onnx" else write_torchscript
     with torch.no_grad():
-        if fmt == "onnx":
-            f.write(onnx_bytes(Probabilities(model).eval(), example, info))
-        else:
-            f.write(torchscript_bytes(model, example, info))
+        write(module, example, info, f)
 
 
-def torchscript_bytes(model, example: torch.Tensor, info: dict[str, str]) -> bytes:
-    """The TorchScript archive, traced from the model as it runs, with `info` as extra files
-    `<key>.json`.
+def write_torchscript(module: Probabilities, example: torch.Tensor, info: dict, f) -> None:
+    """TorchScript traced from the model as it runs, with `info` as extra files `<key>.json`.
 
     Tracing the eager model keeps sizes computed from the input dynamic (a ViT expands its
     class token to the batch size), which tracing torch.export's graph would freeze. The
@@ -75,31 +68,22 @@ def torchscript_bytes(model, example: torch.Tensor, info: dict[str, str]) -> byt
     level, quiet.level = quiet.level, logging.WARNING  # no "GPU available: ..." lines
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nor hints about SLURM or loggers: it never trains
-        model.trainer = Trainer(
-            accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-            enable_checkpointing=False, enable_model_summary=False,
-        )  # fmt: skip
+        module.model.trainer = Trainer(accelerator="cpu", devices=1, barebones=True)
     quiet.setLevel(level)
-    buffer = io.BytesIO()
     with warnings.catch_warnings():
         # TorchScript is deprecated in favour of torch.export, but still what C++ and older
         # deployments load. Checks on the (fixed) image size become constants: harmless, and
         # the parity check runs one image alone and in a batch.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\..*deprecated")
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        traced = torch.jit.trace(Probabilities(model).eval(), example)
-        torch.jit.save(traced, buffer, _extra_files={f"{k}.json": v for k, v in info.items()})
-    model.trainer = None
-    return buffer.getvalue()
+        extra_files = {f"{key}.json": value for key, value in info.items()}
+        torch.jit.save(torch.jit.trace(module, example), f, _extra_files=extra_files)
+    module.model.trainer = None
 
 
-def batch_dim():
-    return torch.export.Dim("batch", min=1)
-
-
-def onnx_bytes(module: nn.Module, example: torch.Tensor, info: dict[str, str]) -> bytes:
-    """The ONNX model (the torch.export-based exporter) with a dynamic batch and `info` as
-    metadata, weights inline: one file (ONNX's limit for that is 2 GB)."""
+def write_onnx(module: Probabilities, example: torch.Tensor, info: dict, f) -> None:
+    """ONNX (the torch.export-based exporter) with a dynamic batch and `info` as metadata,
+    weights inline: one file (ONNX's limit for that is 2 GB)."""
     import onnx
 
     # The exporter's optimisation passes log every step at INFO; keep the console readable.
@@ -111,11 +95,9 @@ def onnx_bytes(module: nn.Module, example: torch.Tensor, info: dict[str, str]) -
         dynamo=True,
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME],
-        dynamic_shapes=({0: batch_dim()},),
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
         verbose=False,
     )
-    proto = program.model_proto
+    proto = program.model_proto  # a fresh proto at every access
     onnx.helper.set_model_props(proto, info)
-    buffer = io.BytesIO()
-    onnx.save_model(proto, buffer)
-    return buffer.getvalue()
+    onnx.save_model(proto, f)

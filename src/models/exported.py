@@ -1,12 +1,7 @@
 """Run a model that `src.export` wrote (ONNX or TorchScript), without Lightning or its run.
 
-Both formats carry what a user of the file needs beside the weights: the class names and the
-preprocessing (resize, centre crop, mean, std). ONNX keeps them in the model's metadata
-(`metadata_props`: any ONNX runtime lists them), TorchScript in extra files of its archive.
-The model takes a batch of normalised images (N, 3, H, W), any N, and returns probabilities.
-
-This module must not import Lightning: `src.predict` labels images with an ONNX file on
-machines that have only onnxruntime, torch and torchvision (a test checks it).
+It must not import Lightning: `src.predict` labels images with an ONNX file on machines that
+have only onnxruntime, torch and torchvision (a test checks it).
 """
 
 import json
@@ -18,7 +13,6 @@ import torch
 
 from src.errors import UserError
 
-FORMATS = ("onnx", "torchscript")
 # Metadata keys (ONNX) and extra files (TorchScript, with ".json") holding JSON values.
 METADATA_KEYS = ("class_names", "preprocessing")
 INPUT_NAME, OUTPUT_NAME = "images", "probs"
@@ -38,19 +32,20 @@ def exported_format(path: str | Path) -> str | None:
 
 
 class ExportedModel:
-    """An exported classifier: call it with normalised images to get class probabilities."""
+    """An exported classifier: call it with normalised images to get class probabilities.
+
+    Its `class_names` and `preprocessing` come from the ONNX model's metadata
+    (`metadata_props`, which any ONNX runtime lists) or the TorchScript archive's extra files.
+    """
 
     def __init__(self, path: str | Path, fmt: str | None = None) -> None:
         self.path = Path(path).expanduser()
         self.format = fmt or exported_format(self.path)
         if not self.path.is_file():
             raise UserError(f"Exported model not found: {self.path}")
-        if self.format == "onnx":
-            metadata = self._open_onnx()
-        elif self.format == "torchscript":
-            metadata = self._open_torchscript()
-        else:
+        if self.format not in ("onnx", "torchscript"):
             raise UserError(f"{self.path} is neither an ONNX file nor a TorchScript archive.")
+        metadata = self._open_onnx() if self.format == "onnx" else self._open_torchscript()
         missing = [key for key in METADATA_KEYS if key not in metadata]
         if missing:
             raise UserError(
