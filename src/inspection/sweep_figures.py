@@ -43,10 +43,8 @@ def sweep_heatmap(
 
 
 def strategy_curves(curves: dict[str, dict[str, dict[int, float]]], metric: str = "val/acc"):
-    """One panel per strategy side by side, one `metric` curve per job.
-
-    `curves` maps strategy -> {job label -> {epoch: value}}; panels share the y axis.
-    """
+    """One panel per strategy side by side (a shared y axis), one `metric` curve per job:
+    `curves` maps strategy -> {job label -> {epoch: value}}."""
     strategies = sorted(curves)
     fig = new_figure(5.5 * len(strategies), 3.8)
     axes = fig.subplots(1, len(strategies), squeeze=False, sharey=True)[0]

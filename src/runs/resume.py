@@ -61,13 +61,10 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> Path | None:
 
 
 def finished_run(output_dir: Path, cfg) -> RunSummary | None:
-    """The summary of the run in `output_dir` when it already trained its epochs to the end
-    with this config (continuing it has nothing left to do), else None.
-
-    A finished run of another config is refused (its results would pass for this config's),
-    and so is any earlier attempt of a multirun job with another config (two jobs would mix
-    in one directory); a single run may be continued with changed keys.
-    """
+    """The summary of the run in `output_dir` when it already trained its epochs with this
+    config (nothing left to do), else None. A finished run of another config is refused, and so
+    is any earlier attempt of a multirun job with another config; a single run may be continued
+    with changed keys."""
     summary = RunSummary.read(output_dir)
     done = summary is not None and not summary.interrupted
     # Trained its epochs, or stopped early by itself (not: extended with more epochs).
@@ -89,20 +86,24 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def config_changes(before: dict, now: dict, prefix: str = "") -> list[str]:
+def config_changes(before: dict, now: dict) -> list[str]:
     """`key: old before, new now` for every value that differs, except the keys that name
     where and how a run is started (ckpt_path, resume, paths.output_dir)."""
-    changes = []
-    for key in sorted(set(before) | set(now)):
-        name = f"{prefix}{key}"
-        if name in ("ckpt_path", "resume", "paths.output_dir"):
-            continue
-        old, new = before.get(key), now.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changes += config_changes(old, new, f"{name}.")
-        elif old != new:
-            changes.append(f"{name}: {old!r} before, {new!r} now")
-    return changes
+    old, new = flat_dict(before), flat_dict(now)
+    keys = (old.keys() | new.keys()) - {"ckpt_path", "resume", "paths.output_dir"}
+    changed = sorted(k for k in keys if old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in changed]
+
+
+def flat_dict(node: dict, prefix: str = "") -> dict:
+    """Nested dicts as one: {"optimizer.lr": 0.001, ...} (an empty dict stays a value)."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def continue_from(ckpt_path: Path, model, loggers: list) -> None:

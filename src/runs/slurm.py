@@ -46,16 +46,10 @@ class SlurmJobFailed(CompactHydraException):
 
 
 class SlurmJobs(Callback):
-    """Stops a sweep that `sbatch` is missing for or SLURM would refuse (exit code 2) before its
-    first job, and watches the jobs with `squeue` on a cluster without accounting (`sacct`).
-
-    In a job, SIGTERM (scancel, preemption, requeue) stops training after the current batch
-    (Lightning's handler) with `last.ckpt` holding the last finished epoch; SIGUSR2, which
-    submitit asks for `signal_delay_s` before the time limit, does the same and then requeues
-    the job while it was restarted fewer than `max_num_timeout` times. A job started again
-    continues from its `last.ckpt`; one that failed or will not run again is reported to the
-    sweep with the paths of its logs.
-    """
+    """Stops a sweep SLURM would refuse before its first job (exit code 2). In a job, SIGUSR2
+    (`signal_delay_s` before the time limit) stops training like SIGTERM does, after the current
+    batch, and requeues the job while it has restarts left (`max_num_timeout`); a job that
+    failed or will not run again is reported to the sweep with the paths of its logs."""
 
     def __init__(self) -> None:
         self.warned = False  # SIGUSR2 came: the time limit is near
@@ -103,9 +97,8 @@ class SlurmJobs(Callback):
         job_return._return_value = failed
 
     def runs_again(self, max_requeues: int) -> bool:
-        """After an interruption: whether SLURM starts this job again. After the time-limit
-        warning the job requeues itself while restarts are left; after SIGTERM, SLURM may be
-        requeueing it (`scontrol requeue`, preemption)."""
+        """After an interruption: whether SLURM starts this job again (after SIGTERM, SLURM may be
+        requeueing it: `scontrol requeue`, preemption)."""
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
         job_id = JobEnvironment().job_id  # array_task for a job of an array
         if not self.warned:

@@ -57,7 +57,8 @@ class RunSummary:
     @staticmethod
     def facts(datamodule, trainer) -> dict:
         """The fields that describe the data and the Trainer of a finished fit."""
-        test_set = datamodule.test_set
+        test_set, epoch = datamodule.test_set, trainer.current_epoch
+        stopped = trainer.should_stop and not trainer.interrupted and epoch < trainer.max_epochs
         return {
             "class_names": datamodule.class_names,
             "num_classes": len(datamodule.class_names),
@@ -66,10 +67,8 @@ class RunSummary:
             "test_size": None if test_set is None else len(test_set),
             "preprocessing": datamodule.preprocessing.as_dict(),
             "skipped_images": datamodule.skipped_images,
-            "epochs_trained": trainer.current_epoch,
-            "stopped_early": trainer.should_stop
-            and not trainer.interrupted
-            and trainer.current_epoch < trainer.max_epochs,
+            "epochs_trained": epoch,
+            "stopped_early": stopped,
             "precision": str(trainer.precision),
             "accelerator": type(trainer.accelerator).__name__,
         }
@@ -103,9 +102,7 @@ class RunSummary:
 
     def best_ckpt_path(self, run_dir: str | Path) -> Path | None:
         """The best checkpoint's file inside `run_dir/checkpoints` (where the run wrote it)."""
-        if not self.best_ckpt:
-            return None
-        return Path(run_dir) / "checkpoints" / Path(self.best_ckpt).name
+        return Path(run_dir) / "checkpoints" / Path(self.best_ckpt).name if self.best_ckpt else None
 
     def result_line(self, run_dir: str | Path) -> str:
         """The console's last line: strategy, the monitored metric's best value and where it came

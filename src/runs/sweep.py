@@ -32,10 +32,6 @@ def reports(config: DictConfig) -> bool:
     return config.hydra.mode == RunMode.MULTIRUN and os.environ.get("SLURM_PROCID", "0") == "0"
 
 
-def write_summary(config: DictConfig) -> list[dict]:
-    return write_sweep_summary(multirun_dir(config.hydra))
-
-
 def one_line(error: BaseException) -> str:
     """The root cause (Hydra wraps errors raised while instantiating a `_target_`), in a line."""
     while error.__cause__ is not None:
@@ -44,9 +40,8 @@ def one_line(error: BaseException) -> str:
 
 
 class SweepSummary(Callback):
-    """Writes each job's `job_status.json` when it ends, and the sweep summary
-    (`src.runs.sweep_summary`) when each job starts (a sweep killed then shows the job as
-    unfinished) and ends, and at the end of the sweep."""
+    """Writes each job's `job_status.json` when it ends, and the sweep summary when each job
+    starts (a sweep killed then shows it as unfinished) and ends, and at the end."""
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
@@ -54,7 +49,7 @@ class SweepSummary(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if reports(config):
             self._started[config.hydra.runtime.output_dir] = time.perf_counter()
-            write_summary(config)
+            write_sweep_summary(multirun_dir(config.hydra))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not reports(config):
@@ -71,15 +66,15 @@ class SweepSummary(Callback):
             }
             job_dir = Path(config.hydra.runtime.output_dir)
             write_text_atomic(job_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
-        write_summary(config)
+        write_sweep_summary(multirun_dir(config.hydra))
         if isinstance(value, RunInterrupted) and "SLURM_JOB_ID" not in os.environ:
             raise SystemExit(value.exit_code)  # Ctrl-C or kill: stop the whole sweep
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if multirun_dir(config.hydra).is_dir():
-            rows = write_summary(config)
-            where = multirun_dir(config.hydra) / "sweep_summary.md"
-            log.info("Sweep summary of %d jobs: %s", len(rows), where)
+        root = multirun_dir(config.hydra)
+        if root.is_dir():
+            rows = write_sweep_summary(root)
+            log.info("Sweep summary of %d jobs: %s", len(rows), root / "sweep_summary.md")
 
 
 class SweepRecord(Callback):
@@ -114,15 +109,11 @@ class JobCommandLine(Callback):
 
 
 def sweep_resume_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
-    """The command line that continues the multirun in `sweep_dir`: its recorded arguments,
-    those in `args` replacing them key by key, `hydra.sweep.dir=<sweep_dir>` and
-    `ckpt_path=last`."""
+    """The command line that continues the multirun in `sweep_dir`: its recorded arguments, those
+    in `args` replacing them key by key, `hydra.sweep.dir=<sweep_dir>` and `ckpt_path=last`."""
     # As written: an override such as `key=${hydra:job.num}` is resolved in each job, not here.
     recorded = OmegaConf.to_container(OmegaConf.load(sweep_dir / SWEEP_FILE).hydra.overrides)
     given = [a for a in args if not a.startswith("resume=") and a not in ("-m", "--multirun")]
     skip = {"hydra.sweep.dir", "hydra.mode", "resume", "ckpt_path"}
-    recorded = [*recorded["hydra"], *recorded["task"]]
-    return [
-        "--multirun",
-        *continue_overrides(recorded, given, skip, f"hydra.sweep.dir={sweep_dir}"),
-    ]
+    recorded, where = [*recorded["hydra"], *recorded["task"]], f"hydra.sweep.dir={sweep_dir}"
+    return ["--multirun", *continue_overrides(recorded, given, skip, where)]

@@ -18,10 +18,8 @@ try:
 except ImportError:  # Windows: jobs of one sweep then must not end at the same moment
     fcntl = None
 
-COLUMNS = [
-    "job", "status", "best_val_acc", "test_acc", "best_epoch", "wall_time_s", "overrides",
-    "run_dir", "monitor", "monitor_best",
-]  # fmt: skip
+COLUMNS = ["job", "status", "best_val_acc", "test_acc", "best_epoch", "wall_time_s"]
+COLUMNS += ["overrides", "run_dir", "monitor", "monitor_best"]
 STATUS_ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
 NOTEBOOK_RESULTS = ("best_val_acc", "best_epoch", "epochs_trained", "fit_time_s", "run_dir")
 # Overrides whose values are repeats of one experiment, not different experiments.

@@ -19,14 +19,10 @@ warnings.filterwarnings("ignore", message=r"The ``noload`` loader strategy is de
 
 
 class MLflowLogger(MLFlowLogger):
-    """`MLFlowLogger` with one MLflow run per run directory, found again by its `run_dir` tag.
-
-    Sweep jobs are also tagged `sweep_dir`; `run_name=None` names the run after its directory;
-    `artifact_location=None` keeps a SQLite store's artifacts in `mlflow-artifacts/` beside its
-    file. MLflow can neither change a parameter nor delete a metric, so a continued run keeps
-    its parameters' first values (a changed one is named in the log) and skips the metric
-    steps it already holds (the epoch the kill cut short).
-    """
+    """`MLFlowLogger` with one MLflow run per run directory (tagged `run_dir`, and `sweep_dir` in
+    a sweep), named after it by default; a SQLite store keeps artifacts in `mlflow-artifacts/`
+    beside its file. MLflow can neither change a parameter nor delete a metric, so a continued
+    run keeps its parameters' first values and skips the metric steps it already holds."""
 
     def __init__(
         self,

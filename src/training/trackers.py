@@ -8,22 +8,13 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from omegaconf import OmegaConf
 
 from src.data.images import load_rgb
-
-# Keys that name the run rather than what it trains (they change when a run is resumed).
-NOT_PARAMS = ("ckpt_path", "resume")
+from src.runs.resume import RUN_KEYS, flat_dict
 
 
 def flat_config(cfg) -> dict:
     """The resolved config as {"optimizer.lr": 0.001, ...}: the keys users override."""
-
-    def walk(node, key: str = ""):
-        if isinstance(node, dict) and node:
-            for name, value in node.items():
-                yield from walk(value, f"{key}.{name}" if key else str(name))
-        elif key not in NOT_PARAMS:
-            yield key, str(node) if isinstance(node, list) else node
-
-    return dict(walk(OmegaConf.to_container(cfg, resolve=True)))
+    flat = flat_dict(OmegaConf.to_container(cfg, resolve=True)).items()
+    return {k: str(v) if isinstance(v, list) else v for k, v in flat if k not in RUN_KEYS}
 
 
 def log_config(loggers: list, cfg) -> None:
@@ -54,13 +45,11 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
             client, run_id = logger.experiment, logger.run_id
             for key, value in results.items():
                 client.log_metric(run_id, f"summary/{key}", value)
-            for path in (run_dir / "summary.json", run_dir / "config.yaml"):
-                if path.is_file():
-                    client.log_artifact(run_id, str(path))
-            for path in figures:
-                client.log_artifact(run_id, str(path), "figures")
-            if best_ckpt is not None and best_ckpt.is_file():
-                client.log_artifact(run_id, str(best_ckpt), "checkpoints")
+            files = [(run_dir / "summary.json", None), (run_dir / "config.yaml", None)]
+            files += [(path, "figures") for path in figures] + [(best_ckpt, "checkpoints")]
+            for path, folder in files:
+                if path is not None and path.is_file():
+                    client.log_artifact(run_id, str(path), folder)
             if summary.interrupted:  # Lightning marked it FAILED; it can be resumed
                 client.set_terminated(run_id, "KILLED")
         elif isinstance(logger, WandbLogger):
