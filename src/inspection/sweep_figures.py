@@ -1,9 +1,10 @@
 """Figures of a multirun, for `notebooks/compare_sweep.ipynb`: accuracy over a grid of two
 swept values, the jobs' curves per strategy, and mean ± std over seeds and folds."""
 
+from collections import defaultdict
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -21,20 +22,17 @@ def sweep_heatmap(
     fig = new_figure(1.3 * len(xs) * len(strategies) + 2.5, 0.8 * len(ys) + 2)
     axes = fig.subplots(1, len(strategies), squeeze=False)[0]
     for ax, strategy in zip(axes, strategies, strict=True):
-        grid = torch.full((len(ys), len(xs)), float("nan"))
-        for j, yv in enumerate(ys):
-            for i, xv in enumerate(xs):
-                cell = [
-                    r[value]
-                    for r in rows
-                    if str(r.get("strategy")) == strategy and r.get(x) == xv and r.get(y) == yv
-                    and r.get(value) is not None
-                ]  # fmt: skip
-                if cell:
-                    grid[j, i] = sum(cell) / len(cell)
-                    color = "white" if grid[j, i] < 0.4 else "black"  # readable on viridis
-                    ax.text(i, j, f"{grid[j, i]:.3f}", ha="center", va="center", color=color)
-        image = ax.imshow(grid.numpy(), cmap="viridis", vmin=0, vmax=1, origin="lower")
+        mine = [r for r in rows if str(r.get("strategy")) == strategy and r.get(value) is not None]
+        cells = defaultdict(list)
+        for r in mine:
+            if r.get(x) in xs and r.get(y) in ys:
+                cells[ys.index(r[y]), xs.index(r[x])].append(r[value])
+        grid = np.full((len(ys), len(xs)), np.nan)
+        for (j, i), values in cells.items():
+            grid[j, i] = np.mean(values)
+            color = "white" if grid[j, i] < 0.4 else "black"  # readable on viridis
+            ax.text(i, j, f"{grid[j, i]:.3f}", ha="center", va="center", color=color)
+        image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, origin="lower")
         ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
         ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
         ax.set_xlabel(x)
@@ -45,10 +43,8 @@ def sweep_heatmap(
 
 
 def strategy_curves(curves: dict[str, dict[str, dict[int, float]]], metric: str = "val/acc"):
-    """One panel per strategy side by side, one `metric` curve per job.
-
-    `curves` maps strategy -> {job label -> {epoch: value}}; panels share the y axis.
-    """
+    """One panel per strategy side by side (a shared y axis), one `metric` curve per job:
+    `curves` maps strategy -> {job label -> {epoch: value}}."""
     strategies = sorted(curves)
     fig = new_figure(5.5 * len(strategies), 3.8)
     axes = fig.subplots(1, len(strategies), squeeze=False, sharey=True)[0]
@@ -64,9 +60,9 @@ def strategy_curves(curves: dict[str, dict[str, dict[int, float]]], metric: str 
 
 
 def sweep_groups(groups: list[dict], labels: Sequence[str] | None = None) -> Figure:
-    """Mean ± std of the best val accuracy (and of the test accuracy, where there is one)
-    of each group of `src.runs.sweep_groups.group_jobs`, best at the top; `labels` names
-    the groups (default: their overrides)."""
+    """Mean ± std of the best val accuracy (and of the test accuracy, where there is one) of
+    each group of `src.runs.sweep_summary.group_jobs`, best at the top; `labels` names the
+    groups (default: their overrides)."""
     labels = labels or [g["overrides"] for g in groups]
     rows = [(g, label) for g, label in zip(groups, labels, strict=True) if g["n"]]
     fig = new_figure(9, 0.6 * len(rows) + 1.6)
@@ -79,13 +75,12 @@ def sweep_groups(groups: list[dict], labels: Sequence[str] | None = None) -> Fig
             mean, std = g[f"{key}_mean"], g[f"{key}_std"]
             if mean is None:
                 continue
-            y = i + 0.2 * k
-            ax.errorbar(mean, y, xerr=std or 0.0, fmt="o", capsize=4, color=f"C{k}",
-                        label=f"{name} (mean ± std)" if i == 0 else None)  # fmt: skip
+            y, label = i + 0.2 * k, f"{name} (mean ± std)" if i == 0 else None
+            ax.errorbar(mean, y, xerr=std or 0.0, fmt="o", capsize=4, color=f"C{k}", label=label)
             text = f"{mean:.3f}" + ("" if std is None else f" ± {std:.3f}")
-            ax.annotate(text, (mean, y), xytext=(0, 6 if k == 0 else -6), ha="center",
-                        va="bottom" if k == 0 else "top", textcoords="offset points",
-                        fontsize=8, color=f"C{k}")  # fmt: skip
+            where = {"xytext": (0, -6), "va": "top"} if k else {"xytext": (0, 6), "va": "bottom"}
+            style = {"ha": "center", "fontsize": 8, "color": f"C{k}", **where}
+            ax.annotate(text, (mean, y), textcoords="offset points", **style)
     names = [f"{short(label or 'every job', 48)} (n={g['n']})" for g, label in rows]
     ax.set_yticks(range(len(rows)), names, fontsize=9)
     ax.set_ylim(len(rows) - 0.4, -0.6)  # best first, at the top

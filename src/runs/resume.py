@@ -1,22 +1,17 @@
-"""Continue an interrupted run in its own directory: `python -m src.train resume=DIR`.
-
-`resume=DIR` re-runs DIR's recorded command-line overrides (from `.hydra/overrides.yaml`)
-with `hydra.run.dir=DIR ckpt_path=last`; any override given next to it wins, so
-`resume=DIR trainer.max_epochs=40` extends a finished run. `ckpt_path=last` continues from
-the directory's `last.ckpt` when there is one; a run that already finished its epochs is
-not trained again. (A multirun directory is continued the same way, job by job:
-`src.runs.sweep`.)
-"""
+"""Continue an interrupted run in its own directory: `python -m src.train resume=DIR` re-runs
+DIR's recorded overrides (those given beside it win) with `ckpt_path=last`."""
 
 import csv
 import logging
 import warnings
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from src.errors import UserError
-from src.runs.run_dir import multirun_dir, override_key
+from src.runs.run_dir import multirun_dir, override_key, read_yaml
 from src.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -42,47 +37,39 @@ def resume_overrides(args: list[str]) -> list[str]:
             f"{run_dir / 'multirun.yaml'} for a multirun). Pass the directory of an earlier "
             "run, e.g. logs/runs/<date_time>, or of a multirun, e.g. logs/multiruns/<date_time>."
         )
+    return continue_overrides(read_yaml(recorded), args, RUN_KEYS, f"hydra.run.dir={run_dir}")
+
+
+def continue_overrides(recorded: list[str], args: list[str], skip: set, where: str) -> list[str]:
+    """`recorded` without the keys in `skip` and those `args` set, then `args`, `where` and
+    `ckpt_path=last` (unless `args` name a checkpoint)."""
     new_keys = {override_key(a) for a in args if "=" in a}
-    old = [
-        o
-        for o in OmegaConf.to_container(OmegaConf.load(recorded))
-        if override_key(o) not in new_keys | RUN_KEYS
-    ]
-    ckpt = [] if "ckpt_path" in new_keys else ["ckpt_path=last"]
-    return [*old, *args, f"hydra.run.dir={run_dir}", *ckpt]
+    old = [o for o in recorded if override_key(o) not in new_keys | skip]
+    return [*old, *args, where, *([] if "ckpt_path" in new_keys else ["ckpt_path=last"])]
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> Path | None:
     """The checkpoint file to continue from. `last`: this run directory's last.ckpt, or None
     (train from the start) when the run has none yet, as Lightning's own `ckpt_path="last"`."""
-    if ckpt_path is None:
-        return None
-    if str(ckpt_path) != "last":
-        return Path(ckpt_path).expanduser()
+    if ckpt_path is None or str(ckpt_path) != "last":
+        return None if ckpt_path is None else Path(ckpt_path).expanduser()
     last = output_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         return last
-    log.info("ckpt_path=last: %s has no checkpoints/last.ckpt yet; training from the start.",
-             output_dir)  # fmt: skip
+    log.info("ckpt_path=last: no %s yet; training from the start.", last)
     return None
 
 
 def finished_run(output_dir: Path, cfg) -> RunSummary | None:
-    """The summary of the run in `output_dir` when it already trained its epochs to the end
-    with this config (continuing it has nothing left to do), else None.
-
-    A finished run of another config is refused: its results would pass for this config's;
-    so is any earlier attempt of a multirun job with another config (the sweep's arguments
-    changed), which would mix two jobs in one directory. A single run may be continued with
-    changed keys (`resume=DIR optimizer.lr=...`).
-    """
+    """The summary of the run in `output_dir` when it already trained its epochs with this
+    config (nothing left to do), else None. A finished run of another config is refused, and so
+    is any earlier attempt of a multirun job with another config; a single run may be continued
+    with changed keys."""
     summary = RunSummary.read(output_dir)
-    epochs = cfg.trainer.max_epochs
-    finished = summary is not None and not summary.interrupted
+    done = summary is not None and not summary.interrupted
     # Trained its epochs, or stopped early by itself (not: extended with more epochs).
-    finished = finished and (summary.epochs_trained == epochs or summary.stopped_early)
-    if (finished or in_multirun()) and (output_dir / "config.yaml").is_file():
-        before = OmegaConf.to_container(OmegaConf.load(output_dir / "config.yaml"))
+    finished = done and (summary.epochs_trained == cfg.trainer.max_epochs or summary.stopped_early)
+    if (finished or in_multirun()) and (before := read_yaml(output_dir / "config.yaml")):
         changed = config_changes(before, OmegaConf.to_container(cfg, resolve=True))
         if changed:
             raise UserError(
@@ -96,37 +83,32 @@ def finished_run(output_dir: Path, cfg) -> RunSummary | None:
 
 
 def in_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def config_changes(before: dict, now: dict, prefix: str = "") -> list[str]:
+def config_changes(before: dict, now: dict) -> list[str]:
     """`key: old before, new now` for every value that differs, except the keys that name
     where and how a run is started (ckpt_path, resume, paths.output_dir)."""
-    changes = []
-    for key in sorted(set(before) | set(now)):
-        name = f"{prefix}{key}"
-        if name in ("ckpt_path", "resume", "paths.output_dir"):
-            continue
-        old, new = before.get(key), now.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            changes += config_changes(old, new, f"{name}.")
-        elif old != new:
-            changes.append(f"{name}: {old!r} before, {new!r} now")
-    return changes
+    old, new = flat_dict(before), flat_dict(now)
+    keys = (old.keys() | new.keys()) - {"ckpt_path", "resume", "paths.output_dir"}
+    changed = sorted(k for k in keys if old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in changed]
+
+
+def flat_dict(node: dict, prefix: str = "") -> dict:
+    """Nested dicts as one: {"optimizer.lr": 0.001, ...} (an empty dict stays a value)."""
+    flat = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            flat.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def continue_from(ckpt_path: Path, model, loggers: list) -> None:
-    """Check that the checkpoint fits `model` (its backbone, classes and shapes), then keep the
-    metrics of the epochs it has trained, and only those, in the loggers' files.
-
-    Lightning's CSV logger deletes an existing metrics.csv when it starts; rows written after
-    the checkpoint (an epoch the kill cut short) are dropped, as that epoch runs again.
-    TensorBoard gets `purge_step`: its readers hide the earlier events from that step on.
-    (MLflow continues its run itself, see src/training/mlflow_logger.py.)
-    """
+    """Check that the checkpoint fits `model`, then keep the metrics of the epochs it has
+    trained, and only those, in the CSV and TensorBoard files (MLflow: `MLflowLogger`)."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     from src.models.checkpoint import load_checkpoint, require_same_shapes
@@ -135,9 +117,8 @@ def continue_from(ckpt_path: Path, model, loggers: list) -> None:
     require_same_shapes(model, checkpoint, ckpt_path)
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            # The logger passes its keyword arguments on to the SummaryWriter it creates on
-            # first use, which writes the purge marker; a writer re-opened after training
-            # (for the figures) must not purge the resumed epochs again.
+            # The SummaryWriter made on first use gets the logger's kwargs and writes the purge
+            # marker (readers hide later events); one re-opened for the figures must not.
             logger._kwargs["purge_step"] = checkpoint["global_step"]
             logger.experiment  # noqa: B018
             del logger._kwargs["purge_step"]
@@ -145,17 +126,16 @@ def continue_from(ckpt_path: Path, model, loggers: list) -> None:
         if path is None or not path.is_file():
             continue
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = list(reader.fieldnames or [])
-            rows = [r for r in reader if trained_before(r, checkpoint)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Previous log files ... will be deleted"
-            writer = logger.experiment  # creating it deletes metrics.csv
+            lines = f.readlines()
+        reader = csv.DictReader(lines)
+        rows = zip(lines[1:], reader, strict=True)
+        kept = [line for line, row in rows if trained_before(row, checkpoint)]
+        with warnings.catch_warnings():  # "Previous log files ... will be deleted"
+            warnings.simplefilter("ignore")
+            writer = logger.experiment  # creating it deletes metrics.csv: write back the rows
         with open(path, "w", newline="") as f:
-            out = csv.DictWriter(f, fieldnames=header)
-            out.writeheader()
-            out.writerows(rows)
-        writer.metrics_keys = header  # later rows append under the same columns
+            f.writelines(lines[:1] + kept)
+        writer.metrics_keys = reader.fieldnames or []  # later rows append under the same columns
 
 
 def trained_before(row: dict, checkpoint: dict) -> bool:
@@ -178,12 +158,8 @@ def stop_interrupted(summary: RunSummary, output_dir) -> None:
     """Say how to continue an interrupted run, then end it without a result: a single run
     exits as a shell reports a process stopped by that signal (128 + its number); a job of a
     multirun raises `RunInterrupted`."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    where = f"-m resume={multirun_dir(hydra_cfg)}" if multirun else f"resume={output_dir}"
+    multirun = in_multirun()
+    where = f"-m resume={multirun_dir(HydraConfig.get())}" if multirun else f"resume={output_dir}"
     message = (
         f"Interrupted by {summary.interrupted_by} after {summary.epochs_trained} finished "
         f"epoch(s); continue with: python -m src.train {where}"

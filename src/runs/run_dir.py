@@ -1,11 +1,7 @@
-"""Read what `src.train` leaves behind: a run directory, or a multirun (sweep) directory.
-
-Paths inside `summary.json` are relative to wherever training was started, so a run is
-located through its own directory instead: a run dir that was moved or copied still loads.
-"""
+"""Read what `src.train` leaves behind: a run directory, or a multirun (sweep) directory. Files
+are found through the run's own directory, so a run that was moved or copied still loads."""
 
 import csv
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,18 +12,16 @@ from src.data.splits import FILE_NAME as SPLITS_FILE
 from src.data.splits import SPLIT_NAMES, Splits, SplitSettings, build_splits
 from src.data.transforms import Augment, Preprocessing
 from src.errors import UserError
-from src.runs.summary import RunSummary
+from src.runs.summary import RunSummary, read_json
 
-# Written into a multirun job's directory when the job ends (see src.runs.sweep_summary).
+# Written into a multirun job's directory when the job ends (see src.runs.sweep).
 STATUS_FILE = "job_status.json"
 
 
 @dataclass
 class Run:
-    """One training run directory (`hydra.run.dir`, or one job of a multirun).
-
-    `check=False` accepts a sweep job that failed before writing its config.yaml.
-    """
+    """One training run directory (`hydra.run.dir`, or one job of a multirun); `check=False`
+    accepts a sweep job that failed before writing its config.yaml."""
 
     path: Path
     check: bool = True
@@ -43,8 +37,7 @@ class Run:
     @cached_property
     def config(self) -> dict:
         """The run's resolved config, as plain dicts and lists ({} if it has none yet)."""
-        path = self.path / "config.yaml"
-        return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {}
+        return read_yaml(self.path / "config.yaml") or {}
 
     @cached_property
     def summary(self) -> RunSummary | None:
@@ -54,16 +47,12 @@ class Run:
     @cached_property
     def overrides(self) -> list[str]:
         """The command-line overrides Hydra recorded for this run (`.hydra/overrides.yaml`)."""
-        path = self.path / ".hydra" / "overrides.yaml"
-        return list(OmegaConf.to_container(OmegaConf.load(path)) or []) if path.is_file() else []
+        return list(read_yaml(self.path / ".hydra" / "overrides.yaml") or [])
 
     @cached_property
     def status(self) -> dict | None:
         """How a sweep job ended (`job_status.json`); None while it runs, or if it was killed."""
-        try:
-            return json.loads((self.path / STATUS_FILE).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return read_json(self.path / STATUS_FILE)
 
     @property
     def class_names(self) -> list[str] | None:
@@ -105,13 +94,9 @@ class Run:
         return instantiate(config) if config else Augment()
 
     def splits(self, data_dir: str | Path | None = None, wanted=SPLIT_NAMES) -> Splits:
-        """The split this run trained on: its splits.csv, over its data folder.
-
-        With `data_dir` (the data moved, or other data), or for a run older than
-        splits.csv, the split is made again from that folder with the run's split settings
-        (data.labels_csv, fractions, split_seed, fold): the same split for the same files.
-        `wanted` names the split folders needed (see `build_splits`).
-        """
+        """The split this run trained on: its splits.csv over its data folder; with `data_dir`
+        (or for a run older than splits.csv) made again from that folder with the run's split
+        settings. `wanted` names the split folders needed (see `build_splits`)."""
         data = self.config.get("data", {})
         folder = data_dir or data.get("data_dir")
         if not folder:
@@ -129,36 +114,37 @@ class Run:
 def read_metrics(path: Path) -> dict[str, dict[int, float]]:
     """Each key's value per epoch, from Lightning's CSVLogger file.
 
-    The logger writes one row per logging call, so train, val and lr values sit on rows of
-    their own, joined by the `epoch` column. The learning-rate rows (logged as an epoch
-    starts) leave `epoch` empty: they belong to the next row that has one.
+    The logger writes one row per logging call, joined by the `epoch` column; the learning-rate
+    rows (logged as an epoch starts) leave it empty: they belong to the next row that has one.
     """
     if not Path(path).is_file():
         raise UserError(
             f"No metrics file {path}: the run was trained without the csv logger (logger=none)."
         )
     metrics: dict[str, dict[int, float]] = {}
-    pending: list[dict] = []  # rows waiting for their epoch
-    last_epoch = -1
+    waiting: list[dict] = []  # rows without an epoch, and the row that gives it
+    epoch = -1
 
-    def add(row: dict, epoch: int) -> None:
-        for key, value in row.items():
-            if key not in ("epoch", "step") and value not in ("", None):
-                metrics.setdefault(key, {})[epoch] = float(value)
+    def add(epoch: int) -> None:
+        for row in waiting:
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    metrics.setdefault(key, {})[epoch] = float(value)
+        waiting.clear()
 
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
-            if not row.get("epoch"):
-                pending.append(row)
-                continue
-            last_epoch = int(float(row["epoch"]))
-            for waiting in pending:
-                add(waiting, last_epoch)
-            pending = []
-            add(row, last_epoch)
-    for waiting in pending:  # an epoch that started but logged nothing else
-        add(waiting, last_epoch + 1)
+            waiting.append(row)
+            if row.get("epoch"):
+                epoch = int(float(row["epoch"]))
+                add(epoch)
+    add(epoch + 1)  # an epoch that started but logged nothing else
     return metrics
+
+
+def read_yaml(path: Path):
+    """A YAML file as plain dicts and lists, or None when there is no such file."""
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else None
 
 
 def run_for_checkpoint(ckpt_path: Path) -> Run | None:
@@ -173,9 +159,8 @@ def override_key(override: str) -> str:
 
 
 def multirun_dir(hydra_cfg) -> Path:
-    """The multirun's directory, from Hydra's own config (`HydraConfig.get()`, or the
-    `hydra` node a Hydra callback gets): a relative hydra.sweep.dir is relative to the
-    directory Hydra was started in."""
+    """The multirun's directory, from Hydra's config (`HydraConfig.get()` or a callback's
+    `config.hydra`): a relative hydra.sweep.dir is relative to where Hydra was started."""
     return Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir
 
 
@@ -189,8 +174,7 @@ def sweep_runs(sweep_dir: str | Path) -> list[Run]:
 
 
 def job_key(job: Path) -> list[int]:
-    """Sort key of a job folder relative to its sweep: numbers (nested for sub-sweeps), so
-    that 10 sorts after 9."""
+    """Sort key of a job folder relative to its sweep, so that 10 sorts after 9."""
     return [int(part) if part.isdigit() else -1 for part in job.parts]
 
 

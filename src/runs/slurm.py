@@ -1,24 +1,5 @@
-"""Multiruns on a SLURM cluster (`hydra/launcher=slurm`, the submitit launcher): `SlurmJobs`, a
-Hydra callback that `conf/hydra/launcher/slurm.yaml` attaches.
-
-Before the first job it stops the sweep with one message (exit code 2) when `sbatch` is
-missing or SLURM would refuse the jobs' request (`sbatch --test-only`: no such partition,
-or no node that could ever run them). Inside each job:
-
-- SIGTERM (`scancel --signal=TERM`, the time limit, preemption, `scontrol requeue`) stops
-  training after the current batch (Lightning's handler); `last.ckpt` holds the last
-  finished epoch.
-- submitit asks SLURM for SIGUSR2 `hydra.launcher.signal_delay_s` seconds before the time
-  limit. Here it stops training like SIGTERM, after which the job requeues itself while it
-  has been restarted fewer than `hydra.launcher.max_num_timeout` times.
-- A job that SLURM starts again continues from its `last.ckpt` (the launcher config sets
-  `ckpt_path=last` for its jobs); a stopped job that will not run again is reported as such
-  to the sweep, with the paths of its logs, as is a job that failed.
-
-On a cluster without accounting (no `sacct`, like the one `.ci/slurm_cluster.sh` starts),
-submitit cannot learn that a job ended without a result and would wait for it forever;
-there the jobs are watched with `squeue` instead.
-"""
+"""Multiruns on a SLURM cluster (`hydra/launcher=slurm`, the submitit launcher): the Hydra
+callback that checks a sweep before submitting it and handles SLURM's signals in its jobs."""
 
 import getpass
 import logging
@@ -41,11 +22,13 @@ from src.runs.resume import RunInterrupted
 
 log = logging.getLogger(__name__)
 
+# The launcher's keys that are `sbatch` options of the same name (with dashes).
+SBATCH_KEYS = "partition nodes cpus_per_task gpus_per_node mem_per_cpu qos account constraint"
+
 
 def if_gpu(accelerator: Any, then: Any, otherwise: Any) -> Any:
-    """`${if_gpu:${trainer.accelerator},A,B}` in a config: A when the trainer trains on GPUs
-    (accelerator gpu or cuda), else B. `auto` counts as no GPU: a job asks for GPUs only when
-    the trainer is told to use them (trainer=gpu, trainer=ddp)."""
+    """`${if_gpu:${trainer.accelerator},A,B}` in a config: A when the trainer is told to train on
+    GPUs (accelerator gpu or cuda; `auto` is not), else B."""
     return then if str(accelerator).lower() in ("gpu", "cuda") else otherwise
 
 
@@ -63,8 +46,10 @@ class SlurmJobFailed(CompactHydraException):
 
 
 class SlurmJobs(Callback):
-    """Checks a SLURM sweep before submitting it; in each job, handles SLURM's signals and
-    reports a job that failed or stopped."""
+    """Stops a sweep SLURM would refuse before its first job (exit code 2). In a job, SIGUSR2
+    (`signal_delay_s` before the time limit) stops training like SIGTERM does, after the current
+    batch, and requeues the job while it has restarts left (`max_num_timeout`); a job that
+    failed or will not run again is reported to the sweep with the paths of its logs."""
 
     def __init__(self) -> None:
         self.warned = False  # SIGUSR2 came: the time limit is near
@@ -107,41 +92,34 @@ class SlurmJobs(Callback):
             f"Its logs: {paths.stdout}, {paths.stderr} and "
             f"{Path(config.hydra.runtime.output_dir) / 'train.log'}"
         )
-        # The sweeper re-raises this in the submitting process, where Hydra prints the
-        # message of a CompactHydraException without a traceback.
-        failed = SlurmJobFailed(message)
+        failed = SlurmJobFailed(message)  # the sweeper re-raises it in the submitting process
         failed.__cause__ = error
         job_return._return_value = failed
 
     def runs_again(self, max_requeues: int) -> bool:
-        """After an interruption: whether SLURM starts this job again. After the time-limit
-        warning the job requeues itself while restarts are left; after SIGTERM, SLURM may be
-        requeueing it (`scontrol requeue`, preemption)."""
+        """After an interruption: whether SLURM starts this job again (after SIGTERM, SLURM may be
+        requeueing it: `scontrol requeue`, preemption)."""
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        job_id = JobEnvironment().job_id  # array_task for a job of an array
         if not self.warned:
-            info = slurm(["scontrol", "show", "job", "--oneliner", job_id()])
+            info = slurm(["scontrol", "show", "job", "--oneliner", job_id])
             counted = re.search(r"\bRestarts=(\d+)", info or "")
             return counted is not None and int(counted.group(1)) > restarts
         if restarts >= max_requeues:
-            log.warning("Not requeued: restarted %d of max_num_timeout=%d times.", restarts,
-                        max_requeues)  # fmt: skip
+            log.warning(
+                "Not requeued: restarted %d of max_num_timeout=%d times.", restarts, max_requeues
+            )
             return False
-        if slurm(["scontrol", "requeue", job_id()]) is not None:
-            log.warning("Requeued SLURM job %s: it continues from last.ckpt.", job_id())
+        if slurm(["scontrol", "requeue", job_id]) is not None:
+            log.warning("Requeued SLURM job %s: it continues from last.ckpt.", job_id)
         return True
-
-
-def job_id() -> str:
-    array_id, task_id = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array_id}_{task_id}" if array_id else os.environ["SLURM_JOB_ID"]
 
 
 def slurm(command: list[str]) -> str | None:
     """The output of a SLURM command, or None (logged) when it fails."""
     try:
-        return subprocess.run(
-            command, capture_output=True, text=True, timeout=30, check=True
-        ).stdout
+        run = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+        return run.stdout
     except (OSError, subprocess.SubprocessError) as err:
         log.error("%s failed: %s", " ".join(command), getattr(err, "stderr", None) or err)
         return None
@@ -161,22 +139,12 @@ def submission_problem(launcher: DictConfig) -> str | None:
             f"hydra.launcher.tasks_per_node={tasks!r}: SLURM starts one task per device, so "
             "give trainer.devices as a number (not auto or -1) for a SLURM sweep."
         )
-    request = {
-        "partition": launcher.get("partition"),
-        "nodes": launcher.get("nodes"),
-        "ntasks-per-node": tasks,
-        "cpus-per-task": launcher.get("cpus_per_task"),
-        "gpus-per-node": launcher.get("gpus_per_node"),
-        "mem": f"{launcher.mem_gb}G" if launcher.get("mem_gb") else None,
-        "mem-per-cpu": launcher.get("mem_per_cpu"),
-        "time": launcher.get("timeout_min"),
-        "qos": launcher.get("qos"),
-        "account": launcher.get("account"),
-        "constraint": launcher.get("constraint"),
-    }
+    request = {key.replace("_", "-"): launcher.get(key) for key in SBATCH_KEYS.split()}
+    request |= {"ntasks-per-node": tasks, "time": launcher.get("timeout_min")}
+    request["mem"] = f"{launcher.mem_gb}G" if launcher.get("mem_gb") else None
     flags = [f"--{key}={value}" for key, value in request.items() if value is not None]
-    test = ["sbatch", "--test-only", *flags, "--wrap=true"]
     try:
+        test = ["sbatch", "--test-only", *flags, "--wrap=true"]
         result = subprocess.run(test, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError) as err:
         return f"SLURM does not answer ({err}). Is slurmctld running?"
@@ -211,14 +179,10 @@ def log_to(path: Path) -> None:
 
 
 class SqueueWatcher(SlurmInfoWatcher):
-    """submitit's job watcher, reading this user's jobs from squeue: submitit's own asks
-    sacct, which a cluster without accounting lacks, and has no public hook to change that.
-
-    squeue forgets a job some minutes after it ended (MinJobAge); a job it no longer lists
-    has ended, so its state becomes ENDED and submitit looks for its result. A job is done
-    when SLURM will no longer run it: submitit's own list of running states lacks
-    CONFIGURING (a node still booting), SUSPENDED, REQUEUE_HOLD and others.
-    """
+    """submitit's job watcher reading this user's jobs from squeue instead of sacct, which a
+    cluster without accounting lacks. A job squeue no longer lists has ENDED; a job is done
+    when SLURM will no longer run it (submitit's own list of running states lacks CONFIGURING,
+    SUSPENDED, REQUEUE_HOLD and others)."""
 
     INCOMPLETE = frozenset({
         "READY", "PENDING", "RUNNING", "UNKNOWN", "REQUEUED", "COMPLETING", "PREEMPTED",

@@ -1,8 +1,5 @@
-"""The result of one training run, as `summary.json` holds it: the one definition of its fields.
-
-`src.train` writes it, and everything that reads a run (eval, predict, figures, notebooks,
-the sweep summary, resume) reads it back through `RunSummary.read`.
-"""
+"""The result of one training run, as `summary.json` holds it: `src.train` writes it, and
+everything that reads a run reads it back through `RunSummary.read`."""
 
 import json
 from dataclasses import asdict, dataclass, field, fields
@@ -16,12 +13,8 @@ FILE_NAME = "summary.json"
 
 @dataclass
 class RunSummary:
-    """What a run trained on, how it ended and its best checkpoint.
-
-    Epochs are 0-based, like the `epoch` column of metrics.csv. Checkpoint paths are as
-    the run saw them; `best_ckpt_path(run_dir)` finds the file again after the run
-    directory was moved or copied.
-    """
+    """What a run trained on, how it ended and its best checkpoint. Epochs are 0-based, like
+    metrics.csv's; checkpoint paths are as the run saw them (see `best_ckpt_path`)."""
 
     strategy: str | None = None
     num_classes: int | None = None
@@ -33,36 +26,30 @@ class RunSummary:
     precision: str | None = None
     accelerator: str | None = None
     seed: int | None = None
-    # How images became network inputs (`Preprocessing` of src.data.transforms): from the
-    # backbone's weights, with the data.* keys on top.
-    preprocessing: dict = field(default_factory=dict)
+    preprocessing: dict = field(default_factory=dict)  # src.data.transforms.Preprocessing
     interrupted: bool = False
     stopped_early: bool = False  # ended before trainer.max_epochs by itself (early stopping)
     interrupted_by: str | None = None  # "SIGINT" or "SIGTERM"
     resumed_from: str | None = None
     skipped_images: list[str] = field(default_factory=list)
     fit_time_s: float | None = None
-    best_val_acc: float | None = None
+    best_val_acc: float | None = None  # the run's best val/acc, whatever `monitor` is
     best_epoch: int | None = None
     best_ckpt: str | None = None
     last_ckpt: str | None = None
-    # The best checkpoint re-loaded and validated after training (absent when interrupted).
+    # The best checkpoint validated again after training, every metric (not when interrupted).
     best_ckpt_val_acc: float | None = None
     best_ckpt_val_loss: float | None = None
-    # ... and every metric of that validation: val/f1_macro, val/class_acc/<class>, ...
     best_ckpt_val_metrics: dict[str, float] = field(default_factory=dict)
-    # The metric that picks the best checkpoint (`monitor`) and its best value. best_val_acc
-    # stays the best val/acc of the run, also when another metric is monitored.
+    # The metric that picks the best checkpoint, and its best value.
     monitor: str | None = None
     monitor_mode: str | None = None
     monitor_best: float | None = None
-    # The best checkpoint on the held-out test split, once after training (when there is
-    # one): the number to report, since the checkpoint was chosen on val.
+    # The best checkpoint on the test split, when there is one: the number to report.
     test_acc: float | None = None
     test_loss: float | None = None
-    # ... and every metric of that test: test/f1_macro, test/class_acc/<class>, ...
     test_metrics: dict[str, float] = field(default_factory=dict)
-    # The value a sweep optimises: the logged metric named by the `optimized_metric` key.
+    # The value a sweep optimises: the logged metric named by `optimized_metric`.
     optimized_metric: str | None = None
     optimized_value: float | None = None
     wall_time_s: float | None = None
@@ -70,7 +57,8 @@ class RunSummary:
     @staticmethod
     def facts(datamodule, trainer) -> dict:
         """The fields that describe the data and the Trainer of a finished fit."""
-        test_set = datamodule.test_set
+        test_set, epoch = datamodule.test_set, trainer.current_epoch
+        stopped = trainer.should_stop and not trainer.interrupted and epoch < trainer.max_epochs
         return {
             "class_names": datamodule.class_names,
             "num_classes": len(datamodule.class_names),
@@ -79,10 +67,8 @@ class RunSummary:
             "test_size": None if test_set is None else len(test_set),
             "preprocessing": datamodule.preprocessing.as_dict(),
             "skipped_images": datamodule.skipped_images,
-            "epochs_trained": trainer.current_epoch,
-            "stopped_early": trainer.should_stop
-            and not trainer.interrupted
-            and trainer.current_epoch < trainer.max_epochs,
+            "epochs_trained": epoch,
+            "stopped_early": stopped,
             "precision": str(trainer.precision),
             "accelerator": type(trainer.accelerator).__name__,
         }
@@ -105,32 +91,22 @@ class RunSummary:
 
     @classmethod
     def read(cls, run_dir: str | Path) -> "RunSummary | None":
-        """The run's summary; None when the run has not finished (or crashed before it).
-
-        Keys this version does not know are ignored and missing ones keep their defaults,
-        so summaries of older and newer versions of the template still load.
-        """
-        path = Path(run_dir) / FILE_NAME
-        try:
-            data = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        """The run's summary; None when the run has not finished (or crashed). Unknown keys are
+        ignored and missing ones keep their defaults (summaries of other template versions)."""
+        data = read_json(Path(run_dir) / FILE_NAME)
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        return None if data is None else cls(**{k: v for k, v in data.items() if k in known})
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     def best_ckpt_path(self, run_dir: str | Path) -> Path | None:
         """The best checkpoint's file inside `run_dir/checkpoints` (where the run wrote it)."""
-        if not self.best_ckpt:
-            return None
-        return Path(run_dir) / "checkpoints" / Path(self.best_ckpt).name
+        return Path(run_dir) / "checkpoints" / Path(self.best_ckpt).name if self.best_ckpt else None
 
     def result_line(self, run_dir: str | Path) -> str:
-        """The console's last line: strategy, the monitored metric's best value (val/acc by
-        default) and where it came from, and the test accuracy of that checkpoint when there
-        is a test split."""
+        """The console's last line: strategy, the monitored metric's best value and where it came
+        from, and that checkpoint's test accuracy when there is a test split."""
         monitor = self.monitor or "val/acc"
         best = self.best_val_acc if monitor == "val/acc" else self.monitor_best
         value = "n/a" if best is None else f"{best:.4f}"
@@ -146,3 +122,11 @@ class RunSummary:
             f"Result: {self.strategy} best {monitor} {value}{where}{test} "
             f"({self.epochs_trained} epochs, {fit:.1f} s); run directory {run_dir}"
         )
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's content, or None when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

@@ -1,18 +1,6 @@
-"""What a multirun (`python -m src.train -m ...`) adds to its jobs, as Hydra callbacks that
-`conf/hydra/default.yaml` attaches; they do nothing in a single run.
-
-- `SweepSummary`: `sweep_summary.csv` / `.md` at the sweep root after every job
-  (`src.runs.sweep_summary`), and each job's `job_status.json`.
-- `SweepRecord`: the sweep's config and arguments in `<sweep dir>/multirun.yaml` (the Optuna
-  sweeper does not write it), which `resume=<sweep dir>` replays.
-- `JobCommandLine`: while a job runs, the command line and `hydra.run.dir` are the job's own,
-  so that processes DDP starts for it re-run that job, not the whole sweep.
-
-Continuing a multirun that stopped half-way, `python -m src.train -m resume=<sweep dir>`,
-re-runs its recorded arguments in the same directory with `ckpt_path=last`: each job
-continues from its `last.ckpt`, a finished job keeps its results, one never started trains
-(`src.runs.resume`).
-"""
+"""What a multirun adds to its jobs, as Hydra callbacks that `conf/hydra/default.yaml` attaches
+(they do nothing in a single run), and the command line of `python -m src.train -m resume=DIR`,
+which continues a multirun in its directory: each job from its `last.ckpt`."""
 
 import json
 import logging
@@ -22,14 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from src.files import write_text_atomic
-from src.runs.resume import RunInterrupted
-from src.runs.run_dir import STATUS_FILE, multirun_dir, override_key
+from src.runs.resume import RunInterrupted, continue_overrides
+from src.runs.run_dir import STATUS_FILE, multirun_dir
+from src.runs.sweep_summary import write_sweep_summary
 
 log = logging.getLogger(__name__)
 
@@ -42,48 +32,47 @@ def reports(config: DictConfig) -> bool:
     return config.hydra.mode == RunMode.MULTIRUN and os.environ.get("SLURM_PROCID", "0") == "0"
 
 
+def one_line(error: BaseException) -> str:
+    """The root cause (Hydra wraps errors raised while instantiating a `_target_`), in a line."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+
+
 class SweepSummary(Callback):
-    """Writes the sweep summary when each job starts (a sweep killed then shows it as
-    unfinished) and ends, and once more at the end of the sweep."""
+    """Writes each job's `job_status.json` when it ends, and the sweep summary when each job
+    starts (a sweep killed then shows it as unfinished) and ends, and at the end."""
 
     def __init__(self) -> None:
         self._started: dict[str, float] = {}
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if reports(config):
-            from src.runs.sweep_summary import write_sweep_summary
-
             self._started[config.hydra.runtime.output_dir] = time.perf_counter()
             write_sweep_summary(multirun_dir(config.hydra))
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if not reports(config):
             return
-        from src.runs.sweep_summary import one_line, write_sweep_summary
-
-        job_dir = Path(config.hydra.runtime.output_dir)
-        started = self._started.pop(str(job_dir), None)
+        started = self._started.pop(config.hydra.runtime.output_dir, None)
         failed = job_return.status != JobStatus.COMPLETED
         value = job_return._return_value  # `.return_value` would re-raise a failed job's error
-        if isinstance(value, RunInterrupted):  # unfinished: it can continue
-            write_sweep_summary(multirun_dir(config.hydra))
-            if "SLURM_JOB_ID" not in os.environ:  # Ctrl-C or kill: stop the whole sweep
-                raise SystemExit(value.exit_code)
-            return
-        status = {
-            "status": "failed" if failed else "completed",
-            "error": one_line(value) if failed else None,
-            "return_value": value if isinstance(value, int | float) else None,
-            "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
-        }
-        write_text_atomic(job_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
+        if not isinstance(value, RunInterrupted):  # an interrupted job has no status: it continues
+            status = {
+                "status": "failed" if failed else "completed",
+                "error": one_line(value) if failed else None,
+                "return_value": value if isinstance(value, int | float) else None,
+                "wall_time_s": None if started is None else round(time.perf_counter() - started, 2),
+            }
+            job_dir = Path(config.hydra.runtime.output_dir)
+            write_text_atomic(job_dir / STATUS_FILE, json.dumps(status, indent=2) + "\n")
         write_sweep_summary(multirun_dir(config.hydra))
+        if isinstance(value, RunInterrupted) and "SLURM_JOB_ID" not in os.environ:
+            raise SystemExit(value.exit_code)  # Ctrl-C or kill: stop the whole sweep
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = multirun_dir(config.hydra)
         if root.is_dir():
-            from src.runs.sweep_summary import write_sweep_summary
-
             rows = write_sweep_summary(root)
             log.info("Sweep summary of %d jobs: %s", len(rows), root / "sweep_summary.md")
 
@@ -98,44 +87,33 @@ class SweepRecord(Callback):
 
 class JobCommandLine(Callback):
     """While a job of a multirun runs, `sys.argv` holds that job's overrides and Hydra's
-    `run.dir` its directory.
-
-    Lightning's DDP starts ranks 1..n-1 by re-running `sys.argv` with `hydra.run.dir=<run.dir>`
-    appended. In a multirun, `sys.argv` holds `-m` and the whole sweep (`lr=0.01,0.001`), and
-    `run.dir` is not the job's directory: every job would start another full sweep.
-    """
+    `run.dir` its directory: Lightning's DDP starts ranks 1..n-1 by re-running `sys.argv` with
+    `hydra.run.dir=<run.dir>`, which would otherwise start the whole sweep again."""
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        from hydra.core.hydra_config import HydraConfig
-
-        hydra_cfg = HydraConfig.get()
-        self._saved = sys.argv, hydra_cfg.run.dir
-        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-        with read_write(hydra_cfg.run):
-            hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+        if config.hydra.mode == RunMode.MULTIRUN:
+            hydra_cfg = HydraConfig.get()
+            self._saved = sys.argv, hydra_cfg.run.dir
+            job_argv = [sys.argv[0], *hydra_cfg.overrides.task]
+            self._set(hydra_cfg, job_argv, hydra_cfg.runtime.output_dir)
 
     def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        from hydra.core.hydra_config import HydraConfig
+        if config.hydra.mode == RunMode.MULTIRUN:
+            self._set(HydraConfig.get(), *self._saved)
 
-        hydra_cfg = HydraConfig.get()
-        sys.argv, run_dir = self._saved
+    @staticmethod
+    def _set(hydra_cfg, argv: list[str], run_dir: str) -> None:
+        sys.argv = argv
         with read_write(hydra_cfg.run):
             hydra_cfg.run.dir = run_dir
 
 
 def sweep_resume_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
-    """The command line that continues the multirun in `sweep_dir`: its recorded arguments,
-    those in `args` replacing them key by key, `hydra.sweep.dir=<sweep_dir>` and
-    `ckpt_path=last`."""
+    """The command line that continues the multirun in `sweep_dir`: its recorded arguments, those
+    in `args` replacing them key by key, `hydra.sweep.dir=<sweep_dir>` and `ckpt_path=last`."""
     # As written: an override such as `key=${hydra:job.num}` is resolved in each job, not here.
     recorded = OmegaConf.to_container(OmegaConf.load(sweep_dir / SWEEP_FILE).hydra.overrides)
     given = [a for a in args if not a.startswith("resume=") and a not in ("-m", "--multirun")]
-    new_keys = {override_key(a) for a in given if "=" in a}
-    skip = new_keys | {"hydra.sweep.dir", "hydra.mode", "resume", "ckpt_path"}
-    old = [o for o in [*recorded["hydra"], *recorded["task"]] if override_key(o) not in skip]
-    ckpt = [] if "ckpt_path" in new_keys else ["ckpt_path=last"]
-    return ["--multirun", *old, *given, f"hydra.sweep.dir={sweep_dir}", *ckpt]
+    skip = {"hydra.sweep.dir", "hydra.mode", "resume", "ckpt_path"}
+    recorded, where = [*recorded["hydra"], *recorded["task"]], f"hydra.sweep.dir={sweep_dir}"
+    return ["--multirun", *continue_overrides(recorded, given, skip, where)]

@@ -1,165 +1,198 @@
-"""The tables of a multirun: `sweep_summary.csv` and `.md` at the sweep root, and what the
-notebooks read of a sweep.
-
-Each job's row comes from what the job left in its directory: `.hydra/overrides.yaml`
-(written by Hydra before the job starts), `summary.json` (written by `src.train`) and
-`job_status.json` (written by `src.runs.sweep.SweepSummary` when the job ends, failed or
-not). The tables are rebuilt after every job, not only at the end of the sweep: when a job
-fails, Hydra's sweepers raise once the batch is done and `on_multirun_end` never runs, and a
-sweep killed half-way should still show what finished. A job with a directory but no status
-is still running, or was killed (listed as "unfinished"). Below the jobs, a second table
-groups them by their overrides without `seed` and `data.fold`: mean ± std over repeats
-(`src.runs.sweep_groups`).
-"""
+"""The tables of a multirun, rebuilt after every job from what each job left in its directory:
+`sweep_summary.csv` and `.md` (the jobs, and mean ± std over seeds and folds in
+`sweep_summary_groups.csv`) at the sweep root, and the rows the notebooks read."""
 
 import csv
-import logging
-from contextlib import contextmanager
+import statistics
+from collections import Counter
 from pathlib import Path
 
 from src.errors import UserError
-from src.files import write_text_atomic
+from src.files import atomic_write, write_text_atomic
 from src.runs.resume import RUN_KEYS
 from src.runs.run_dir import Run, job_key, override_key, read_metrics, sweep_runs
 from src.runs.summary import RunSummary
-from src.runs.sweep_groups import group_jobs, groups_csv, groups_markdown
 
 try:
     import fcntl
 except ImportError:  # Windows: jobs of one sweep then must not end at the same moment
     fcntl = None
 
-log = logging.getLogger(__name__)
-
-COLUMNS = [
-    "job", "status", "best_val_acc", "test_acc", "best_epoch", "wall_time_s", "overrides",
-    "run_dir", "monitor", "monitor_best",
-]  # fmt: skip
+COLUMNS = ["job", "status", "best_val_acc", "test_acc", "best_epoch", "wall_time_s"]
+COLUMNS += ["overrides", "run_dir", "monitor", "monitor_best"]
 STATUS_ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
+NOTEBOOK_RESULTS = ("best_val_acc", "best_epoch", "epochs_trained", "fit_time_s", "run_dir")
+# Overrides whose values are repeats of one experiment, not different experiments.
+AVERAGED_OVER = ("seed", "data.fold")
+# Per-job results that are averaged over a group's completed jobs.
+RESULTS = ("best_val_acc", "test_acc", "monitor_best")
+GROUP_COLUMNS = ["overrides", "n", *(f"{r}_{s}" for r in RESULTS for s in ("mean", "std"))]
+GROUP_COLUMNS += ["monitor", "incomplete", "seeds", "folds", "jobs"]
 
 
 def write_sweep_summary(root: Path) -> list[dict]:
     """Collect every job under `root`, best first, and (re)write the CSV and Markdown tables:
     the jobs, and the jobs grouped over seeds and folds."""
-    with _locked(root / ".sweep_summary.lock"):
+    with open(root / ".sweep_summary.lock", "w") as lock:  # jobs of a parallel launcher
+        if fcntl:  # end at once: one writer at a time (closing the file unlocks it)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         rows = sweep_rows(root)
         groups = group_jobs(rows)
-        write_text_atomic(root / "sweep_summary.csv", _to_csv(rows))
-        write_text_atomic(root / "sweep_summary_groups.csv", groups_csv(groups))
-        markdown = _to_markdown(rows, root) + "\n" + groups_markdown(groups)
+        write_csv(root / "sweep_summary.csv", rows, [*COLUMNS, "error"])
+        write_csv(root / "sweep_summary_groups.csv", groups, GROUP_COLUMNS)
+        markdown = jobs_markdown(rows, root) + "\n" + groups_markdown(groups)
         write_text_atomic(root / "sweep_summary.md", markdown)
     return rows
 
 
 def sweep_rows(root: Path) -> list[dict]:
-    """One row per job under `root` (the rows of sweep_summary.csv), best first."""
-    return sorted((job_row(root, run) for run in sweep_runs(root)), key=_rank)
+    """One row per job under `root` (a job without `job_status.json` is still running, or was
+    killed: "unfinished"); completed jobs by accuracy, best first, then failed and unfinished."""
+
+    def rank(row: dict) -> tuple:  # ties keep the job order of `sweep_runs`
+        acc = row["best_val_acc"]
+        return STATUS_ORDER[row["status"]], acc is None, -(acc or 0.0)
+
+    return sorted((job_row(root, run) for run in sweep_runs(root)), key=rank)
 
 
 def job_row(root: Path, run: Run) -> dict:
-    """One job's row, from the files it left in its directory."""
+    """One job's row, from the files it left in its directory (more keys than the CSV's)."""
     status = run.status or {"status": "unfinished"}
-    summary = run.summary
-    best_val_acc = summary.best_val_acc if summary else status.get("return_value")
+    summary = run.summary or RunSummary()
     return {
         "job": run.path.relative_to(root).as_posix(),
         "status": status["status"],
-        "best_val_acc": best_val_acc,
-        "test_acc": summary.test_acc if summary else None,
-        "best_epoch": summary.best_epoch if summary else None,
+        "best_val_acc": summary.best_val_acc if run.summary else status.get("return_value"),
+        "test_acc": summary.test_acc,
+        "best_epoch": summary.best_epoch,
+        "epochs_trained": summary.epochs_trained,
+        "fit_time_s": summary.fit_time_s,
         "wall_time_s": status.get("wall_time_s"),
         # What the job trains, without how it was started (ckpt_path=last when resumed).
         "overrides": " ".join(o for o in run.overrides if override_key(o) not in RUN_KEYS),
         "run_dir": str(run.path),
-        "monitor": summary.monitor if summary else None,
-        "monitor_best": summary.monitor_best if summary else None,
+        "monitor": summary.monitor,
+        "monitor_best": summary.monitor_best,
         "error": status.get("error"),
     }
 
 
-def _rank(row: dict) -> tuple:
-    """Completed jobs by accuracy (best first), then failed and unfinished ones, by job."""
-    acc = row["best_val_acc"]
-    order = job_key(Path(row["job"]))
-    return (STATUS_ORDER[row["status"]], acc is None, -(acc or 0.0), order)
+def group_jobs(rows: list[dict]) -> list[dict]:
+    """One row per group of jobs (`sweep_rows`) whose overrides differ only in `seed` and
+    `data.fold`, best mean best val/acc first. Only completed jobs count: `n` of them;
+    `incomplete` jobs failed or never finished. `_std` is the sample standard deviation."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in sorted(rows, key=lambda row: job_key(Path(row["job"]))):
+        groups.setdefault(tuple(sorted(_kept(row))), []).append(row)
+    table = [_group_row(members) for members in groups.values()]
+    return sorted(table, key=lambda g: (g["n"] == 0, -(g["best_val_acc_mean"] or 0.0)))
 
 
-def _to_csv(rows: list[dict]) -> str:
-    from io import StringIO
-
-    out = StringIO()
-    writer = csv.DictWriter(out, fieldnames=[*COLUMNS, "error"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+def _kept(row: dict) -> list[str]:
+    return [o for o in row["overrides"].split() if override_key(o) not in AVERAGED_OVER]
 
 
-def _to_markdown(rows: list[dict], root: Path) -> str:
-    """A table for reading: overrides shared by every job are listed once above it."""
-    override_lists = [row["overrides"].split() for row in rows]
-    common = set.intersection(*map(set, override_lists)) if rows else set()
-    counts = {s: sum(r["status"] == s for r in rows) for s in STATUS_ORDER}
-    lines = [
-        f"# Sweep summary: {root}",
-        "",
-        f"{len(rows)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + ".",
-        "Sorted by best val/acc, best first; failed and unfinished jobs last.",
-        "",
-    ]
-    if common and len(rows) > 1:
-        shared = " ".join(o for o in override_lists[0] if o in common)
-        lines += [f"Overrides of every job: `{shared}`", ""]
+def _group_row(members: list[dict]) -> dict:
+    """Count, mean and std of the completed jobs among `members`."""
+    done = [row for row in members if row["status"] == "completed"]
+    group = {
+        "overrides": " ".join(_kept(members[0])),
+        "n": sum(row["best_val_acc"] is not None for row in done),
+        "monitor": " ".join(sorted({row["monitor"] for row in done if row["monitor"]})),
+        "incomplete": len(members) - len(done),
+        "jobs": " ".join(row["job"] for row in members),
+    }
+    for result in RESULTS:
+        values = [row[result] for row in done if row[result] is not None]
+        group[f"{result}_mean"] = statistics.fmean(values) if values else None
+        group[f"{result}_std"] = statistics.stdev(values) if len(values) > 1 else None
+    for key, column in (("seed", "seeds"), ("data.fold", "folds")):  # what the mean is over
+        found = (o.partition("=") for row in done for o in row["overrides"].split())
+        group[column] = " ".join(dict.fromkeys(v for k, _, v in found if override_key(k) == key))
+    return group
+
+
+def shared_overrides(rows: list[dict]) -> list[str]:
+    """The overrides of every row (jobs or groups), in the first one's order; none for one row."""
+    if len(rows) < 2:
+        return []
+    common = set.intersection(*(set(row["overrides"].split()) for row in rows))
+    return [o for o in rows[0]["overrides"].split() if o in common]
+
+
+def distinct_overrides(rows: list[dict]) -> list[str]:
+    """Each row's overrides without those every row shares (all of them for one row)."""
+    shared = set(shared_overrides(rows))
+    return [" ".join(o for o in row["overrides"].split() if o not in shared) for row in rows]
+
+
+def jobs_markdown(rows: list[dict], root: Path) -> str:
+    """The jobs as a Markdown table; overrides shared by every job are listed once above it."""
+    counts = Counter(row["status"] for row in rows)
+    done = ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s])
+    lines = [f"# Sweep summary: {root}", "", f"{len(rows)} jobs: {done}."]
+    lines += ["Sorted by best val/acc, best first; failed and unfinished jobs last.", ""]
+    if shared := shared_overrides(rows):
+        lines += [f"Overrides of every job: `{' '.join(shared)}`", ""]
     tested = any(row["test_acc"] is not None for row in rows)
     header = ["job", "status", "best val/acc", *["test acc"] * tested, "best epoch"]
     header += ["wall time (s)", "overrides", "run directory"]
-    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    for row, overrides in zip(rows, override_lists, strict=True):
-        own = " ".join(o for o in overrides if o not in common or len(rows) == 1)
-        status = row["status"] + (f": {row['error']}" if row["error"] else "")
-        cells = [
-            row["job"],
-            status.replace("|", "\\|"),
-            _fmt(row["best_val_acc"], "{:.4f}"),
-            *[_fmt(row["test_acc"], "{:.4f}")] * tested,
-            _fmt(row["best_epoch"], "{}"),
-            _fmt(row["wall_time_s"], "{:.1f}"),
-            f"`{own}`" if own else "",
-            f"[{row['job']}]({row['job']})",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    cells = []
+    for row, own in zip(rows, distinct_overrides(rows), strict=True):
+        job, status = row["job"], row["status"] + (f": {row['error']}" if row["error"] else "")
+        numbers = [_fmt(row["best_val_acc"], "{:.4f}"), *[_fmt(row["test_acc"], "{:.4f}")] * tested]
+        numbers += [_fmt(row["best_epoch"], "{}"), _fmt(row["wall_time_s"], "{:.1f}")]
+        code = f"`{own}`" if own else ""
+        cells.append([job, status.replace("|", "\\|"), *numbers, code, f"[{job}]({job})"])
+    return "\n".join(lines) + "\n" + markdown_table(header, cells)
+
+
+def groups_markdown(groups: list[dict]) -> str:
+    """The groups as a Markdown section; overrides shared by every group are left out."""
+    tested = any(g["test_acc_mean"] is not None for g in groups)
+    monitored = any(g["monitor"] not in ("", "val/acc") for g in groups)
+    header = ["overrides", "n", "best val/acc", *["test acc"] * tested]
+    header += ["best of monitor"] * monitored + ["not completed", "seeds", "folds", "jobs"]
+    rows = []
+    for g, own in zip(groups, distinct_overrides(groups), strict=True):
+        cells = [f"`{own}`" if own else "", str(g["n"]), _mean_std(g, "best_val_acc")]
+        cells += [_mean_std(g, "test_acc")] * tested
+        cells += [f"{g['monitor']} {_mean_std(g, 'monitor_best')}"] * monitored
+        rows.append([*cells, str(g["incomplete"] or ""), g["seeds"], g["folds"], g["jobs"]])
+    intro = (
+        "## Mean ± std over seeds and folds\n\nJobs grouped by their overrides without `seed` "
+        "and `data.fold`: mean ± sample standard deviation of the completed jobs, best mean "
+        "first (also in `sweep_summary_groups.csv`).\n"
+    )
+    return intro + "\n" + markdown_table(header, rows)
+
+
+def _mean_std(group: dict, result: str) -> str:
+    mean, std = group[f"{result}_mean"], group[f"{result}_std"]
+    return _fmt(mean, "{:.4f}") + ("" if mean is None or std is None else f" ± {std:.4f}")
 
 
 def _fmt(value, pattern: str) -> str:
     return "" if value is None else pattern.format(value)
 
 
-def one_line(error: BaseException) -> str:
-    """The root cause: Hydra wraps errors raised while instantiating a `_target_`."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = (header, ["---"] * len(header), *rows)
+    return "".join("| " + " | ".join(cells) + " |\n" for cells in lines)
 
 
-@contextmanager
-def _locked(lock_path: Path):
-    """Jobs of a parallel launcher (joblib, SLURM) end concurrently; one writer at a time."""
-    if fcntl is None:
-        yield
-        return
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """`rows` as a CSV file of `columns` (other keys are left out), replaced in one step."""
+    with atomic_write(path) as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def load_sweep(sweep_dir: Path) -> list[dict]:
-    """One row per job of a multirun that got as far as its config: job number, the
-    overrides that differ between jobs, strategy, lr, gamma and the results from its
-    summary.json (None where a job failed)."""
+    """The notebooks' rows: per job that got as far as its config, its number, the overrides
+    that differ between jobs, strategy, lr, gamma and its results (None where it failed)."""
     sweep_dir = Path(sweep_dir).expanduser()
     runs = [run for run in sweep_runs(sweep_dir) if run.config]
     if not runs:
@@ -167,26 +200,19 @@ def load_sweep(sweep_dir: Path) -> list[dict]:
             f"No job directories with a config.yaml under {sweep_dir}. Pass the folder a "
             "multirun wrote (hydra.sweep.dir, e.g. logs/multiruns/<date>)."
         )
-    overrides = {run.path: dict(o.split("=", 1) for o in run.overrides if "=" in o) for run in runs}
-    varied = sorted({k for o in overrides.values() for k in o if _differs(overrides, k)})
+    given = [dict(o.split("=", 1) for o in run.overrides if "=" in o) for run in runs]
+    varied = sorted({k for o in given for k in o if len({g.get(k) for g in given}) > 1})
     rows = []
-    for run in runs:
-        summary, config = run.summary or RunSummary(), run.config
+    for run, overrides in zip(runs, given, strict=True):
+        row, config = job_row(sweep_dir, run), run.config
         model = config.get("model", {})  # (runs of older versions: the recipe inside it)
-        rows.append(
-            {
-                "job": run.path.relative_to(sweep_dir).as_posix(),
-                **{key: overrides[run.path].get(key) for key in varied},
-                "strategy": config.get("strategy", {}).get("name"),
-                "lr": (config.get("optimizer") or model.get("optimizer") or {}).get("lr"),
-                "gamma": (config.get("scheduler") or model.get("scheduler") or {}).get("gamma"),
-                "best_val_acc": summary.best_val_acc,
-                "best_epoch": summary.best_epoch,
-                "epochs_trained": summary.epochs_trained,
-                "fit_time_s": summary.fit_time_s,
-                "run_dir": str(run.path),
-            }
-        )
+        settings = {
+            **{key: overrides.get(key) for key in varied},
+            "strategy": config.get("strategy", {}).get("name"),
+            "lr": (config.get("optimizer") or model.get("optimizer") or {}).get("lr"),
+            "gamma": (config.get("scheduler") or model.get("scheduler") or {}).get("gamma"),
+        }
+        rows.append({"job": row["job"], **settings, **{k: row[k] for k in NOTEBOOK_RESULTS}})
     return rows
 
 
@@ -203,10 +229,6 @@ def curves_by_strategy(rows: list[dict], metric: str = "val/acc") -> dict:
     return curves
 
 
-def _differs(overrides: dict, key: str) -> bool:
-    return len({o.get(key) for o in overrides.values()}) > 1
-
-
 def rows_table(rows: list[dict], columns: list[str] | None = None):
     """`rows` as a rich `Table` to print (`rich.print`), in a terminal or a notebook: floats to
     4 digits, None as '-'."""
@@ -215,7 +237,9 @@ def rows_table(rows: list[dict], columns: list[str] | None = None):
     columns = columns or (list(rows[0]) if rows else [])
     table = Table(*columns)
     for row in rows:
-        cells = [row.get(column) for column in columns]
-        table.add_row(*("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
-                        for v in cells))  # fmt: skip
+        table.add_row(*(_cell(row.get(column)) for column in columns))
     return table
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)

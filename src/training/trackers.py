@@ -1,15 +1,5 @@
 """What the experiment trackers get besides Lightning's per-epoch metrics: the resolved config
-as parameters when a run starts, and the run's results when it ends.
-
-- TensorBoard: the config as hyperparameters with best val/acc (and test accuracy, when the
-  data has a test split) as their metrics (the HParams tab compares a sweep's jobs), and the
-  figures as images.
-- MLflow: the same results as metrics (`summary/best_val_acc`, `summary/test_acc`), and
-  `summary.json`, `config.yaml`, the figures and the best checkpoint as artifacts.
-- W&B: the figures as images and the summary's numbers in the run summary.
-
-The CSV logger needs none of this: the run directory already holds those files.
-"""
+when a run starts, and its results (best val/acc, test accuracy) and files when it ends."""
 
 from pathlib import Path
 
@@ -18,24 +8,13 @@ from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogg
 from omegaconf import OmegaConf
 
 from src.data.images import load_rgb
-
-# Keys that name the run rather than what it trains (they change when a run is resumed).
-NOT_PARAMS = ("ckpt_path", "resume")
+from src.runs.resume import RUN_KEYS, flat_dict
 
 
 def flat_config(cfg) -> dict:
-    """The resolved config as {"model.optimizer.lr": 0.001, ...}: the keys users override."""
-    flat = {}
-
-    def walk(node, prefix: str) -> None:
-        if isinstance(node, dict) and node:
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix[:-1]] = str(node) if isinstance(node, list) else node
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return {key: value for key, value in flat.items() if key not in NOT_PARAMS}
+    """The resolved config as {"optimizer.lr": 0.001, ...}: the keys users override."""
+    flat = flat_dict(OmegaConf.to_container(cfg, resolve=True)).items()
+    return {k: str(v) if isinstance(v, list) else v for k, v in flat if k not in RUN_KEYS}
 
 
 def log_config(loggers: list, cfg) -> None:
@@ -52,12 +31,9 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
     run_dir = Path(run_dir)
     figures = sorted((run_dir / "figures").glob("*.png"))
     best_ckpt = summary.best_ckpt_path(run_dir)
+    values = summary.as_dict()
     # The numbers a sweep is compared by (test_acc only when the data has a test split).
-    results = {
-        key: getattr(summary, key)
-        for key in ("best_val_acc", "test_acc")
-        if getattr(summary, key, None) is not None
-    }
+    results = {k: values[k] for k in ("best_val_acc", "test_acc") if values[k] is not None}
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(flat_config(cfg), {f"hp/{k}": v for k, v in results.items()})
@@ -69,21 +45,15 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
             client, run_id = logger.experiment, logger.run_id
             for key, value in results.items():
                 client.log_metric(run_id, f"summary/{key}", value)
-            for path in (run_dir / "summary.json", run_dir / "config.yaml"):
-                if path.is_file():
-                    client.log_artifact(run_id, str(path))
-            for path in figures:
-                client.log_artifact(run_id, str(path), "figures")
-            if best_ckpt is not None and best_ckpt.is_file():
-                client.log_artifact(run_id, str(best_ckpt), "checkpoints")
+            files = [(run_dir / "summary.json", None), (run_dir / "config.yaml", None)]
+            files += [(path, "figures") for path in figures] + [(best_ckpt, "checkpoints")]
+            for path, folder in files:
+                if path is not None and path.is_file():
+                    client.log_artifact(run_id, str(path), folder)
             if summary.interrupted:  # Lightning marked it FAILED; it can be resumed
                 client.set_terminated(run_id, "KILLED")
         elif isinstance(logger, WandbLogger):
             for path in figures:
                 logger.log_image(f"figures/{path.stem}", [str(path)], step=step)
-            scalars = {
-                key: value
-                for key, value in summary.as_dict().items()
-                if isinstance(value, (int, float, str, bool))
-            }
+            scalars = {k: v for k, v in values.items() if isinstance(v, int | float | str | bool)}
             logger.experiment.summary.update(scalars)
