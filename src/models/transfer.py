@@ -36,42 +36,21 @@ CROSS_ENTROPY = {"_target_": "torch.nn.functional.cross_entropy", "_partial_": T
 class TransferLearningModel(LightningModule):
     """A backbone and a new head of `num_classes` outputs.
 
-    Args:
-        num_classes: outputs of the new head (the datamodule's class count).
-        class_names: label names, saved in the checkpoint so prediction needs no data folder.
-        backbone: a torchvision model name (`resnet18`, `convnext_tiny`, ...) or
-            `timm/<name>`; saved in the checkpoint, so evaluation rebuilds the same network.
-        weights: a weights name of the backbone (`IMAGENET1K_V1`, `DEFAULT`, a timm tag), a
-            path to a weights file, or `None` (random init).
-        weights_by_position: a weights file whose key names differ from the architecture's is
-            loaded by the order of its tensors (`src.models.backbone.load_local_weights`).
-        backbone_kwargs: extra constructor arguments of the backbone (a ViT's image size).
-        freeze_backbone: train only the head; the backbone gets no gradients and its
-            BatchNorm layers stay in eval mode, so their running statistics never change.
-            (The tutorial's `model.train()` quietly keeps updating them.)
-        channels_last: store conv weights and inputs NHWC, which the CPU and GPU conv kernels
-            run faster.
-        layer_decay: each backbone stage learns at `layer_decay` times the learning rate of
-            the stage above it; the top stage at the head's rate. 1.0 = one rate for all.
-        class_weights: one weight per class for the training loss (`model.class_weights`;
-            `src.train` turns `balanced` into numbers from the training counts). val/loss and
-            test/loss stay the plain cross-entropy, comparable between runs.
-        head: `conf/head`: a module built with `in_features` (the backbone's width) and
-            `out_features` (`num_classes`).
-        loss: `conf/loss`: a function `(logits, targets) -> loss`, given `weight=` (one per
-            class) when there are class weights; targets are class indices or, with batch
-            mixing, probabilities.
-        optimizer: `conf/optimizer`: a partial optimizer, called with the parameter groups.
-        scheduler: `conf/scheduler` (None: a constant learning rate), see
-            `src.models.schedulers.lightning_scheduler`.
-        metrics: `conf/metrics`: more torchmetrics classification metrics (built with
-            `num_classes`) beside acc, f1_macro, balanced_acc and class_acc, logged for val
-            and test (`src.models.metrics`); any of them can be the `monitor`.
-        monitor, monitor_mode: the validation metric that picks the best checkpoint; besides
-            `val/acc_best`, its best-so-far is logged as `<monitor>_best`.
-        preprocessing: what the inputs went through (`Preprocessing.as_dict()` of
-            `src.data.transforms`), saved so that every command that loads the checkpoint
-            prepares images the same way.
+    The backbone's keys are those of `conf/model/resnet18.yaml` (which says what each does);
+    the recipe's parts are `_target_` dicts of their config groups, built here: `head` with
+    `in_features` (the backbone's width) and `out_features`; `loss` a function
+    `(logits, targets, weight=None)`, whose targets are class indices or, with batch mixing,
+    probabilities; `optimizer` a partial called with the parameter groups; `scheduler` (None:
+    a constant rate) see `src.models.schedulers`; `metrics` more torchmetrics metrics logged
+    for val and test (`src.models.metrics`). `class_names` and `preprocessing` (what the
+    inputs went through, `Preprocessing.as_dict()`) are saved so that every command that
+    loads the checkpoint names the classes and prepares images as training did. `monitor`
+    picks the best checkpoint; its best-so-far is logged as `<monitor>_best`.
+
+    A frozen backbone gets no gradients and its BatchNorm layers stay in eval mode, so their
+    running statistics never change (the tutorial's `model.train()` quietly updates them).
+    Class weights weigh the training loss only: val/loss and test/loss stay the plain
+    cross-entropy, comparable between runs.
     """
 
     def __init__(

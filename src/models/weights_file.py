@@ -98,33 +98,25 @@ def state_dict_mismatch(expected: dict, given: dict) -> str:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, read by timm's `load_state_dict` (safetensors too; the
+    state dict inside a `{"state_dict": ...}` or `{"model": ...}` checkpoint; `module.`
+    prefixes of DDP removed); of a checkpoint of this template, its backbone's."""
+    from timm.models import load_state_dict
+
     path = path.expanduser()
     if not path.is_file():
         raise UserError(f"model.weights file not found: {path}. {OFFLINE_HINT}")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            loaded = load_file(path)
-        else:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = load_state_dict(str(path), use_ema=False)
     except Exception as err:
         raise UserError(f"model.weights file {path} is not a readable state dict ({err}).") from err
-    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-        inner = loaded["state_dict"]
-        backbone_keys = {
-            k[len("backbone.") :]: v for k, v in inner.items() if k.startswith("backbone.")
-        }
-        loaded = backbone_keys or inner
-    elif isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
-        loaded = loaded["model"]
     if not isinstance(loaded, dict):
-        raise UserError(
-            f"model.weights file {path} holds a {type(loaded).__name__}, not a state dict."
-        )
-    if loaded and all(k.startswith("module.") for k in loaded):  # saved from DataParallel/DDP
-        loaded = {k[len("module.") :]: v for k, v in loaded.items()}
-    return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+        raise UserError(f"model.weights file {path} holds a {type(loaded).__name__}, not weights.")
+    loaded = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    backbone = {
+        k.removeprefix("backbone."): v for k, v in loaded.items() if k.startswith("backbone.")
+    }
+    return backbone or loaded
 
 
 def display_name(backbone: BackboneName) -> str:
