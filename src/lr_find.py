@@ -68,16 +68,9 @@ def find_lr(cfg: DictConfig) -> dict:
         cfg.trainer, callbacks=callbacks, logger=False, precision=precision,
         enable_checkpointing=False,
     )  # fmt: skip
-    finder = Tuner(trainer).lr_find(
-        model,
-        datamodule=datamodule,
-        min_lr=settings.min_lr,
-        max_lr=settings.max_lr,
-        num_training=settings.num_training,
-        mode=settings.mode,
-        early_stop_threshold=settings.early_stop_threshold,
-        update_attr=False,  # the suggestion goes to the printed command, not to the model
-    )
+    # The lr_find keys are Tuner.lr_find's arguments; the suggestion goes to the printed
+    # command, not to the model.
+    finder = Tuner(trainer).lr_find(model, datamodule=datamodule, **settings, update_attr=False)
     suggested = None if finder is None else finder.suggestion()
     if suggested is None:
         steps = 0 if finder is None else len(finder.results.get("lr", []))
@@ -104,4 +97,6 @@ def find_lr(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from src.errors import run_command_line
+
+    run_command_line(main)

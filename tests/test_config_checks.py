@@ -16,7 +16,6 @@ from tests.helpers.config import FAST, compose_train_config
         ("scheduler.gamma=0", "scheduler.gamma"),
         ("scheduler.gamma=1.5", "scheduler.gamma"),
         ("scheduler.step_size=0", "scheduler.step_size"),
-        ("strategy.name=unfrozen", "strategy.name"),
         ("model.weights=IMAGENET_V9", "model.weights"),
         ("data.fold=5", "data.fold"),
         ("data.num_folds=1", "data.num_folds"),

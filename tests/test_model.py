@@ -85,7 +85,7 @@ def test_scheduler_steps_per_epoch():
 
 
 def test_unknown_weights_name_lists_the_choices():
-    with pytest.raises(UserError, match=r"Unknown model.weights 'IMAGENET9K'.*IMAGENET1K_V1"):
+    with pytest.raises(UserError, match=r"Invalid model.weights='IMAGENET9K'.*IMAGENET1K_V1"):
         TransferLearningModel(num_classes=2, weights="IMAGENET9K")
 
 

@@ -69,9 +69,10 @@ def weights_preprocessing(name: str, weights: str | None) -> dict | None:
     file of a timm architecture (the config of its default or named pretrained tag).
     torchvision: the weights' own transforms; a local file gets those of `DEFAULT`.
     """
+    backbone = parse_backbone(name)  # (checked here, before any image is read)
+    check_weights(backbone, weights)
     if weights is None:
         return None
-    backbone = parse_backbone(name)
     local = looks_like_path(str(weights))
     if backbone.is_timm:
         from timm.data import resolve_data_config

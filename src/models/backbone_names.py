@@ -102,25 +102,19 @@ def looks_like_path(weights: str) -> bool:
     )
 
 
-def check_weights(backbone: BackboneName, weights: str | None, key: str = "Unknown") -> None:
-    """A `model.weights` that is not a path must name weights of this backbone; otherwise
-    raise a `UserError` starting with `key` ("Unknown", or "Invalid" in the config checks)."""
+def check_weights(backbone: BackboneName, weights: str | None) -> None:
+    """A `model.weights` that is not a path must name weights of this backbone."""
     if weights is None or looks_like_path(str(weights)):
         return
     names = weights_names(backbone)
     if str(weights) in names or (backbone.tag and weights == DEFAULT_WEIGHTS):
         return  # (a tag in the backbone name says which weights DEFAULT means)
-    start = (
-        f"Unknown model.weights '{weights}'"
-        if key == "Unknown"
-        else f"Invalid model.weights={weights!r}"
-    )
     if not names:
         raise UserError(
-            f"{start}: {backbone} has no pretrained weights in timm. Use model.weights=null "
-            "(random initialisation) or a path to a weights file."
+            f"Invalid model.weights={weights!r}: {backbone} has no pretrained weights in timm. "
+            "Use model.weights=null (random initialisation) or a path to a weights file."
         )
     raise UserError(
-        f"{start} for {backbone}. Use one of {', '.join(names)}, a path to a weights file "
-        "(.pth/.safetensors), or null for random initialisation."
+        f"Invalid model.weights={weights!r} for {backbone}. Use one of {', '.join(names)}, a "
+        "path to a weights file (.pth/.safetensors), or null for random initialisation."
     )
