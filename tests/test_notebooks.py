@@ -1,9 +1,10 @@
-"""Both notebooks run top to bottom against a small run and a small sweep; the sweep table
-reads every job of a multirun, and the sweep summary groups repeated seeds into mean ± std."""
+"""Both notebooks run top to bottom against a small run and a small sweep; the sweep notebook
+shows every job of a multirun, and the sweep summary groups repeated seeds into mean ± std."""
 
 import csv
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -13,7 +14,6 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from src.runs.sweep_summary import curves_by_strategy, load_sweep
 from tests.helpers.config import FAST, ROOT
 from tests.helpers.images import make_image_folder
 
@@ -34,22 +34,6 @@ def sweep_dir(tmp_path_factory) -> Path:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "multirun"
-
-
-def test_sweep_table_has_one_row_per_job_with_its_settings_and_result(sweep_dir):
-    rows = load_sweep(sweep_dir)
-    assert [r["job"] for r in rows] == ["0", "1", "2", "3"]
-    assert {(r["strategy"], r["seed"]) for r in rows} == {
-        (s, seed) for s in ("finetune", "frozen") for seed in ("1", "2")
-    }
-    assert {(r["lr"], r["gamma"]) for r in rows} == {(0.01, 0.1)}  # not swept: from the config
-    for row in rows:
-        summary = json.loads((Path(row["run_dir"]) / "summary.json").read_text())
-        assert row["best_val_acc"] == summary["best_val_acc"]
-        assert row["seed"] == str(summary["seed"])  # the swept override, as typed
-    curves = curves_by_strategy(rows, "val/acc")
-    assert sorted(curves) == ["finetune", "frozen"]
-    assert all(sorted(series) == [0, 1] for c in curves.values() for series in c.values())
 
 
 def test_sweep_summary_reports_mean_and_std_over_the_seeds(sweep_dir):
@@ -86,17 +70,48 @@ def images_shown(nb) -> int:
     return sum("image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
 
 
+def shown_text(cell) -> str:
+    """What a cell printed; rich prints to a notebook as display data, with a text/plain
+    rendering (its bold headers as ANSI escapes)."""
+    text = "".join(
+        out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in cell.outputs
+    )
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The body rows of the rich tables in `text`, as lists of cells."""
+    lines = [line for line in text.splitlines() if line.startswith("│")]
+    return [[cell.strip() for cell in line.strip("│").split("│")] for line in lines]
+
+
 def test_inspect_run_notebook_executes(trained_run, monkeypatch):
     nb = execute("inspect_run.ipynb", monkeypatch, RUN_DIR=str(trained_run))
     assert images_shown(nb) == 5  # curves, inputs, predictions, confusion matrix, top losses
 
 
-def test_compare_sweep_notebook_executes(sweep_dir, monkeypatch):
+def test_compare_sweep_notebook_shows_the_jobs_the_groups_and_four_figures(sweep_dir, monkeypatch):
     nb = execute("compare_sweep.ipynb", monkeypatch, SWEEP_DIR=str(sweep_dir))
-    assert images_shown(nb) == 4  # mean ± std, heatmap, val/acc and val/loss side by side
-    # rich prints to a notebook as display data, with a text/plain rendering
-    outputs = nb.cells[3].outputs
-    table = "".join(
-        out.get("text", "") + out.get("data", {}).get("text/plain", "") for out in outputs
-    )
-    assert "finetune" in table and "frozen" in table
+    # The jobs, best val/acc first: job, the swept strategy and seed, lr, gamma, results.
+    jobs = table_rows(shown_text(nb.cells[4]))
+    assert sorted(row[0] for row in jobs) == ["0", "1", "2", "3"]
+    accs = []
+    for job, *cells in jobs:
+        summary = json.loads((sweep_dir / job / "summary.json").read_text())
+        accs.append(summary["best_val_acc"])
+        assert cells == [
+            summary["strategy"], str(summary["seed"]), "0.01", "0.1", "completed",
+            f"{summary['best_val_acc']:.4g}", str(summary["best_epoch"]), "2",
+            f"{summary['fit_time_s']:.4g}",
+        ]  # fmt: skip
+    assert accs == sorted(accs, reverse=True)
+    # The groups over seeds: one per strategy, of two completed jobs each.
+    groups = table_rows(shown_text(nb.cells[6]))
+    assert sorted((row[0], row[1], row[5]) for row in groups) == [
+        ("strategy=finetune", "2", "1 2"), ("strategy=frozen", "2", "1 2"),
+    ]  # fmt: skip
+    # mean ± std, the heatmap (a panel per strategy and a colorbar), val/acc and val/loss
+    outputs = [out for cell in nb.cells for out in cell.get("outputs", [])]
+    figures = [out.data["text/plain"] for out in outputs if "image/png" in out.get("data", {})]
+    axes = [int(re.search(r"with (\d+) Axes", figure)[1]) for figure in figures]
+    assert axes == [1, 3, 2, 2]

@@ -1,16 +1,15 @@
 """The tables of a multirun, rebuilt after every job from what each job left in its directory:
 `sweep_summary.csv` and `.md` (the jobs, and mean ± std over seeds and folds in
-`sweep_summary_groups.csv`) at the sweep root, and the rows the notebooks read."""
+`sweep_summary_groups.csv`) at the sweep root; `notebooks/compare_sweep.ipynb` shows them."""
 
 import csv
 import statistics
 from collections import Counter
 from pathlib import Path
 
-from src.errors import UserError
 from src.files import atomic_write, write_text_atomic
 from src.runs.resume import RUN_KEYS
-from src.runs.run_dir import Run, job_key, override_key, read_metrics, sweep_runs
+from src.runs.run_dir import Run, job_key, override_key, sweep_runs
 from src.runs.summary import RunSummary
 
 try:
@@ -21,7 +20,6 @@ except ImportError:  # Windows: jobs of one sweep then must not end at the same 
 COLUMNS = ["job", "status", "best_val_acc", "test_acc", "best_epoch", "wall_time_s"]
 COLUMNS += ["overrides", "run_dir", "monitor", "monitor_best"]
 STATUS_ORDER = {"completed": 0, "failed": 1, "unfinished": 2}
-NOTEBOOK_RESULTS = ("best_val_acc", "best_epoch", "epochs_trained", "fit_time_s", "run_dir")
 # Overrides whose values are repeats of one experiment, not different experiments.
 AVERAGED_OVER = ("seed", "data.fold")
 # Per-job results that are averaged over a group's completed jobs.
@@ -188,58 +186,3 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         writer = csv.DictWriter(f, columns, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-
-
-def load_sweep(sweep_dir: Path) -> list[dict]:
-    """The notebooks' rows: per job that got as far as its config, its number, the overrides
-    that differ between jobs, strategy, lr, gamma and its results (None where it failed)."""
-    sweep_dir = Path(sweep_dir).expanduser()
-    runs = [run for run in sweep_runs(sweep_dir) if run.config]
-    if not runs:
-        raise UserError(
-            f"No job directories with a config.yaml under {sweep_dir}. Pass the folder a "
-            "multirun wrote (hydra.sweep.dir, e.g. logs/multiruns/<date>)."
-        )
-    given = [dict(o.split("=", 1) for o in run.overrides if "=" in o) for run in runs]
-    varied = sorted({k for o in given for k in o if len({g.get(k) for g in given}) > 1})
-    rows = []
-    for run, overrides in zip(runs, given, strict=True):
-        row, config = job_row(sweep_dir, run), run.config
-        model = config.get("model", {})  # (runs of older versions: the recipe inside it)
-        settings = {
-            **{key: overrides.get(key) for key in varied},
-            "strategy": config.get("strategy", {}).get("name"),
-            "lr": (config.get("optimizer") or model.get("optimizer") or {}).get("lr"),
-            "gamma": (config.get("scheduler") or model.get("scheduler") or {}).get("gamma"),
-        }
-        rows.append({"job": row["job"], **settings, **{k: row[k] for k in NOTEBOOK_RESULTS}})
-    return rows
-
-
-def curves_by_strategy(rows: list[dict], metric: str = "val/acc") -> dict:
-    """{strategy: {job label: {epoch: value}}} of `metric`, for the jobs of `load_sweep`
-    that logged metrics; the label names the job and its lr and gamma."""
-    curves: dict[str, dict] = {}
-    for row in rows:
-        path = Path(row["run_dir"]) / "csv" / "metrics.csv"
-        series = read_metrics(path).get(metric) if path.is_file() else None
-        if series:
-            label = f"job {row['job']}: lr={row['lr']} gamma={row['gamma']}"
-            curves.setdefault(str(row["strategy"]), {})[label] = series
-    return curves
-
-
-def rows_table(rows: list[dict], columns: list[str] | None = None):
-    """`rows` as a rich `Table` to print (`rich.print`), in a terminal or a notebook: floats to
-    4 digits, None as '-'."""
-    from rich.table import Table
-
-    columns = columns or (list(rows[0]) if rows else [])
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(_cell(row.get(column)) for column in columns))
-    return table
-
-
-def _cell(value) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
