@@ -1,4 +1,4 @@
-"""Draw the figures of a run and of a sweep; every function returns a matplotlib Figure.
+"""Draw the figures of a run; every function returns a matplotlib Figure.
 
 Figures are built without pyplot, on the non-interactive Agg canvas: nothing opens a
 window or changes matplotlib's global state, in a training run, a test or a notebook
