@@ -6,12 +6,11 @@ real images read as every command reads them, its probabilities agree with the c
 """
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from src.errors import UserError, exit_on_user_error
 from src.models.export import Probabilities
@@ -25,16 +24,18 @@ class ParityError(Exception):
     """The exported model does not answer as the checkpoint does (nothing was written)."""
 
 
-@dataclass
 class Parity:
-    """How far the exported model's probabilities are from the checkpoint's."""
+    """How far the `exported` model's probabilities on `images` (from `source`) are from those
+    of the checkpoint's `model` (fp32, eval mode)."""
 
-    source: str  # where the images came from
-    images: int
-    max_diff: float  # largest |probability difference| over images and classes
-    top1_agree: int  # images whose most probable class is the same
-    batch_diff: float  # largest difference between one image alone and in the batch
-    tolerance: float
+    def __init__(self, model, exported, images: torch.Tensor, source: str, tolerance: float):
+        with torch.inference_mode():
+            expected = Probabilities(model.float().eval())(images)
+        got, alone = exported(images), exported(images[:1])
+        self.source, self.images, self.tolerance = source, len(images), tolerance
+        self.max_diff = (got - expected).abs().max().item()  # over images and classes
+        self.top1_agree = int((got.argmax(dim=1) == expected.argmax(dim=1)).sum())
+        self.batch_diff = (alone - got[:1]).abs().max().item()  # one image alone vs in a batch
 
     @property
     def ok(self) -> bool:
@@ -52,14 +53,9 @@ class Parity:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    images = cfg.images
-    images = list(images) if isinstance(images, ListConfig) else [str(images)] if images else []
     try:
         with exit_on_user_error(log):
-            output, parity = export(
-                cfg.ckpt_path, cfg.format, cfg.output, images, cfg.parity_images,
-                cfg.tolerance, cfg.image_size, cfg.resize_size, cfg.allow_unfinished,
-            )  # fmt: skip
+            output, parity = export(**cfg)
     except ParityError as err:
         log.error("%s", err)
         raise SystemExit(1) from None
@@ -69,23 +65,23 @@ def main(cfg: DictConfig) -> None:
 
 def export(
     ckpt_path: str,
-    fmt: str = "onnx",
+    format: str = "onnx",
     output: str | None = None,
-    images: list[str] | None = None,
+    images: str | list[str] | None = None,
     parity_images: int = 8,
     tolerance: float = 1e-4,
     image_size: int | None = None,
     resize_size: int | None = None,
     allow_unfinished: bool = False,
 ):
-    """Write the checkpoint as `fmt` and check it; returns the file and the `Parity` found
-    (printed by the command with the largest difference)."""
+    """Write the checkpoint as `format` and check it on `images` (a file, folder or glob, or a
+    list of them; none: the run's validation split); returns the file and the `Parity` found."""
     if not ckpt_path:
         raise UserError("Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train).")
-    if fmt not in SUFFIXES:
-        raise UserError(f"format={fmt} is not an export format; choose one of {list(SUFFIXES)}.")
+    if format not in SUFFIXES:
+        raise UserError(f"format={format} is not an export format; choose one of {list(SUFFIXES)}.")
     ckpt = Path(ckpt_path).expanduser()
-    output = Path(output).expanduser() if output else ckpt.with_suffix(SUFFIXES[fmt])
+    output = Path(output).expanduser() if output else ckpt.with_suffix(SUFFIXES[format])
     if not output.parent.is_dir():
         raise UserError(f"output={output}: the folder {output.parent} does not exist.")
     if output.resolve() == ckpt.resolve():
@@ -116,7 +112,7 @@ def export(
         if len(unreadable) == len(read):
             raise UserError(f"No readable image among images={[str(p) for p, *_ in read][:5]}.")
         tensors = torch.stack([image for _, image, _ in read if image is not None])
-        source = "images=" + ",".join(images)
+        source = f"images={images}"
     elif run is not None:  # a fixed sample of the validation split, over every class
         dataset = val_images(run.splits(wanted=("val",)), class_names, pre, draft_size=draft)
         tensors = torch.stack([dataset[i][0] for i in sample(len(dataset), parity_images)])
@@ -129,27 +125,12 @@ def export(
 
     with atomic_write(output, "wb") as f:
         info = metadata(class_names, pre.as_dict(), draft is not None)
-        export_model(model, fmt, f, info, pre.image_size)
+        export_model(model, format, f, info, pre.image_size)
         f.flush()
-        parity = check_parity(model, ExportedModel(f.name, fmt), tensors, source, tolerance)
+        parity = Parity(model, ExportedModel(f.name, format), tensors, source, tolerance)
         if not parity.ok:  # leaving the block by an exception discards the file
             raise ParityError(f"{parity} The exported model disagrees; {output} not written.")
     return output, parity
-
-
-def check_parity(model, exported, images: torch.Tensor, source: str, tolerance: float) -> Parity:
-    """Compare `exported(images)` with the checkpoint's `model` (fp32, eval mode)."""
-    with torch.inference_mode():
-        expected = Probabilities(model.float().eval())(images)
-    got, alone = exported(images), exported(images[:1])
-    return Parity(
-        source=source,
-        images=len(images),
-        max_diff=(got - expected).abs().max().item(),
-        top1_agree=int((got.argmax(dim=1) == expected.argmax(dim=1)).sum()),
-        batch_diff=(alone - got[:1]).abs().max().item(),
-        tolerance=tolerance,
-    )
 
 
 def refuse_unfinished(run, ckpt: Path) -> None:

@@ -11,20 +11,21 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+import torch
+from omegaconf import DictConfig
 
+from src.data.images import is_hidden, load_rgb
+from src.data.transforms import Preprocessing, with_tta
 from src.errors import UserError, exit_on_user_error
+from src.models.exported import ExportedModel, exported_format
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    inputs = cfg.inputs
-    inputs = list(inputs) if isinstance(inputs, ListConfig) else [str(inputs)] if inputs else []
     with exit_on_user_error(log):
-        rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.image_size, cfg.resize_size,
-                       cfg.batch_size, cfg.jpeg_draft, cfg.tta)  # fmt: skip
+        rows = predict(**{key: value for key, value in cfg.items() if key != "output"})
     write_csv(rows, Path(cfg.output))
     for row in rows:
         top = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["labels"], row["probs"], strict=True))
@@ -33,31 +34,28 @@ def main(cfg: DictConfig) -> None:
     print(f"Wrote {cfg.output}: {len(rows) - failed} images labelled, {failed} not readable.")
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
+def expand_inputs(inputs: str | list[str]) -> list[Path]:
     """Files named by each input: a file, every non-hidden file under a folder, or a glob."""
     files = []
-    for item in inputs:
+    for item in [inputs] if isinstance(inputs, str) else inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            files += sorted(
-                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-            )
-            continue
-        matches = (
-            [path] if path.is_file() else sorted(map(Path, glob.glob(str(path), recursive=True)))
-        )
-        if not matches:
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not is_hidden(p))
+        elif path.is_file():
+            files.append(path)
+        elif matches := sorted(map(Path, glob.glob(str(path), recursive=True))):
+            files += [match for match in matches if match.is_file()]
+        else:
             raise UserError(
                 f"inputs={item} is not a file or folder and matches no files. Pass an "
                 "image, a folder of images or a glob such as 'photos/**/*.jpg' (quoted)."
             )
-        files += [match for match in matches if match.is_file()]
     return files
 
 
 def predict(
     ckpt_path: str,
-    inputs: list[str],
+    inputs: str | list[str],
     top_k: int = 5,
     image_size: int | None = None,
     resize_size: int | None = None,
@@ -68,8 +66,6 @@ def predict(
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
     `error` (None, or why the file could not be read as an image). `tta="flip"`: the
     probabilities are the mean of the image's and its mirror image's."""
-    from src.data.transforms import with_tta
-
     if not ckpt_path or not inputs:
         raise UserError(
             "Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train, or a model file of "
@@ -96,8 +92,6 @@ def predict(
 def read_inputs(files: list[Path], transform, draft_size=None):
     """Each file as (path, network input, None), or (path, None, why) when it is not a
     readable image; read by `load_rgb` as training reads (16-bit, palette, CMYK alike)."""
-    from src.data.images import load_rgb
-
     for path in files:
         try:
             yield path, transform(load_rgb(path, draft_size)), None
@@ -113,9 +107,6 @@ def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draf
     neither Lightning nor its run directory. A checkpoint carries its preprocessing, and gets
     `data.jpeg_draft` from its run's config.yaml when that is beside the checkpoints folder.
     """
-    from src.data.transforms import Preprocessing
-    from src.models.exported import ExportedModel, exported_format
-
     if exported_format(ckpt_path):
         model = ExportedModel(ckpt_path)
         saved = model.preprocessing
@@ -141,8 +132,6 @@ def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draf
 
 def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> None:
     """Fill in `labels` and `probs` of each row from the model's top-k probabilities."""
-    import torch
-
     with torch.inference_mode():
         probs = classify(torch.stack([image for _, image in batch]))
     values, indices = probs.topk(top_k, dim=1)

@@ -1,26 +1,26 @@
-"""LightningDataModule for a folder of labelled images: train, val and optionally test splits.
+"""LightningDataModule for a folder of labelled images (`src.data.layouts` finds them,
+`src.data.splits` splits them), and the download of the tutorial's ants-vs-bees zip."""
 
-`src.data.layouts` finds the images, `src.data.splits` decides which goes to which split; the
-class names (and so the number of outputs of the model) are the labels.
-"""
-
+import hashlib
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 from functools import partial
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.datasets.utils import download_and_extract_archive
 
 from src.data.balance import balanced_sampler, loss_weights
-from src.data.download import download_image_folder
-from src.data.image_cache import cache_decoded, decode_into
 from src.data.images import load_rgb
 from src.data.splits import Splits, SplitSettings, build_splits, image_split
 from src.data.transforms import Augment, Preprocessing, build_transform
-from src.data.validation import report_files
+from src.data.validation import cache_decoded, decode_into, report_files
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,37 @@ class ImageFolderDataModule(LightningDataModule):
         self.skipped_images: list[str] = []
 
     def prepare_data(self) -> None:
-        """Download the data once (Lightning calls this on one process per node); a folder
-        that is still missing then is named by `setup`."""
+        """Download the data once (Lightning calls this on one process per node): the zip at
+        `download_url`, holding one top-level folder, becomes `data_dir`. It is extracted in a
+        temporary folder beside `data_dir`, so an interrupted download never leaves a
+        half-filled `data_dir` that later runs would mistake for data. A folder that is still
+        missing then is named by `setup`."""
         # A CSV names its own images; the tutorial's zip would not hold them.
         missing = not self.data_dir.exists() and not self.split_settings.labels_csv
-        if missing and self.download and self.download_url:
-            download_image_folder(self.data_dir, self.download_url, self.tree_sha256)
+        if not (missing and self.download and self.download_url):
+            return
+        url, data_dir = self.download_url, self.data_dir
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=data_dir.parent, prefix=".download-") as tmp:
+            try:
+                download_and_extract_archive(url, download_root=tmp, remove_finished=True)
+            except (URLError, OSError) as err:
+                raise UserError(
+                    f"Could not download the dataset from {url} ({err}).\n"
+                    f"Without internet access, download the zip elsewhere, unzip it so that "
+                    f"{data_dir}/train and {data_dir}/val exist, or point data.data_dir at a copy."
+                ) from err
+            folders = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.name.startswith("__")]
+            if len(folders) != 1:
+                raise UserError(f"Expected one top-level folder in {url}, found {len(folders)}.")
+            actual = tree_sha256(folders[0]) if self.tree_sha256 is not None else None
+            if actual != self.tree_sha256:
+                raise UserError(
+                    f"The data downloaded from {url} does not match its checksum "
+                    f"(tree SHA-256 {actual}, expected {self.tree_sha256}). "
+                    "The download may be corrupt; delete it and run again."
+                )
+            shutil.move(str(folders[0]), data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the split (logged with its counts per class) and check every image once;
@@ -165,8 +190,8 @@ class ImageFolderDataModule(LightningDataModule):
     def use_features(self, train: Dataset | None = None, val: Dataset | None = None) -> None:
         """Serve these (backbone features, label) datasets instead of the images from now on
         (`None`: keep serving that split's images)."""
-        given = (("train", train), ("val", val))
-        self.features = {split: data for split, data in given if data is not None}
+        given = {"train": train, "val": val}
+        self.features = {split: data for split, data in given.items() if data is not None}
 
     def use_images(self) -> None:
         """Serve the images again (the backbone trains now), with the train augmentation
@@ -186,6 +211,10 @@ class ImageFolderDataModule(LightningDataModule):
         elif self.sampler == "balanced":
             sampler = balanced_sampler(self.train_set.targets, len(self.class_names))
         num_workers = 0 if features else self.workers()
+        # This platform's default ("fork" on Linux, "spawn" on macOS), said explicitly: inside
+        # the workers of hydra/launcher=joblib the default is loky's own method, with which
+        # starting loader workers fails.
+        start = multiprocessing.get_all_start_methods()[0] if num_workers else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -195,7 +224,7 @@ class ImageFolderDataModule(LightningDataModule):
             num_workers=num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=num_workers > 0,
-            multiprocessing_context=platform_start_method() if num_workers > 0 else None,
+            multiprocessing_context=start,
         )
 
     def workers(self) -> int:
@@ -229,13 +258,6 @@ def unpadded_shard(dataset):
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
-def platform_start_method() -> str:
-    """How loader workers start: this platform's default ("fork" on Linux, "spawn" on macOS),
-    said explicitly because inside the workers of `hydra/launcher=joblib` the current default
-    is loky's own method, with which starting loader workers fails."""
-    return multiprocessing.get_all_start_methods()[0]
-
-
 def usable_cores() -> int:
     """The CPU cores this process may run on (a SLURM job or `taskset` may allow fewer than
     the machine has; macOS and Windows cannot say)."""
@@ -253,3 +275,12 @@ def default_num_workers(cached: bool, processes_per_node: int = 1) -> int:
     if torch.cuda.is_available():
         return max(1, cores // max(1, processes_per_node))
     return 0 if cached else min(cores, 4)
+
+
+def tree_sha256(root: Path) -> str:
+    """SHA-256 over the sorted relative paths and contents of every file under `root`: the
+    zip's page gives no checksum, and this also catches a truncated or partial extraction."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()

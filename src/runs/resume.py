@@ -1,5 +1,5 @@
-"""Continue an interrupted run in its own directory: `python -m src.train resume=DIR` re-runs
-DIR's recorded overrides (those given beside it win) with `ckpt_path=last`."""
+"""Continue an interrupted run or multirun in its own directory: `python -m src.train [-m]
+resume=DIR` re-runs DIR's recorded overrides (those given beside it win) with `ckpt_path=last`."""
 
 import csv
 import logging
@@ -11,7 +11,7 @@ from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 from src.errors import UserError
-from src.runs.run_dir import multirun_dir, override_key, read_yaml
+from src.runs.run_dir import SWEEP_FILE, multirun_dir, override_key, read_yaml
 from src.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -21,31 +21,32 @@ RUN_KEYS = {"hydra.run.dir", "ckpt_path", "resume"}
 
 
 def resume_overrides(args: list[str]) -> list[str]:
-    """Expand `resume=DIR` in a command line into the overrides that continue DIR."""
+    """Expand `resume=DIR` in a command line into the overrides that continue DIR, a run or a
+    multirun: its recorded overrides without the keys `args` set, then `args`, where it runs
+    and `ckpt_path=last` (unless `args` name a checkpoint)."""
     given = [a for a in args if a.startswith("resume=")]
     if not given:
         return args
     run_dir = Path(given[-1].split("=", 1)[1]).expanduser()
-    if (run_dir / "multirun.yaml").is_file():
-        from src.runs.sweep import sweep_resume_overrides
-
-        return sweep_resume_overrides(run_dir, args)
-    recorded = run_dir / ".hydra" / "overrides.yaml"
-    if not recorded.is_file():
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    skip, where, multirun = RUN_KEYS, f"hydra.run.dir={run_dir}", []
+    if (run_dir / SWEEP_FILE).is_file():  # each job continues from its own last.ckpt
+        # As written: an override such as `key=${hydra:job.num}` is resolved in each job.
+        recorded = read_yaml(run_dir / SWEEP_FILE)["hydra"]["overrides"]
+        recorded = [*recorded["hydra"], *recorded["task"]]
+        args = [a for a in args if a not in given and a not in ("-m", "--multirun")]
+        skip = {"hydra.sweep.dir", "hydra.mode", "resume", "ckpt_path"}
+        where, multirun = f"hydra.sweep.dir={run_dir}", ["--multirun"]
+    elif (recorded := read_yaml(overrides_file)) is None:
         raise UserError(
-            f"resume={run_dir}: no run to continue there (expected {recorded}, or "
-            f"{run_dir / 'multirun.yaml'} for a multirun). Pass the directory of an earlier "
+            f"resume={run_dir}: no run to continue there (expected {overrides_file}, or "
+            f"{run_dir / SWEEP_FILE} for a multirun). Pass the directory of an earlier "
             "run, e.g. logs/runs/<date_time>, or of a multirun, e.g. logs/multiruns/<date_time>."
         )
-    return continue_overrides(read_yaml(recorded), args, RUN_KEYS, f"hydra.run.dir={run_dir}")
-
-
-def continue_overrides(recorded: list[str], args: list[str], skip: set, where: str) -> list[str]:
-    """`recorded` without the keys in `skip` and those `args` set, then `args`, `where` and
-    `ckpt_path=last` (unless `args` name a checkpoint)."""
     new_keys = {override_key(a) for a in args if "=" in a}
     old = [o for o in recorded if override_key(o) not in new_keys | skip]
-    return [*old, *args, where, *([] if "ckpt_path" in new_keys else ["ckpt_path=last"])]
+    last = [] if "ckpt_path" in new_keys else ["ckpt_path=last"]
+    return [*multirun, *old, *args, where, *last]
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> Path | None:

@@ -16,6 +16,8 @@ from src.runs.summary import RunSummary, read_json
 
 # Written into a multirun job's directory when the job ends (see src.runs.sweep).
 STATUS_FILE = "job_status.json"
+# A multirun's config, with its command-line arguments, at its root (see src.runs.sweep).
+SWEEP_FILE = "multirun.yaml"
 
 
 @dataclass

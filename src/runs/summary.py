@@ -97,9 +97,6 @@ class RunSummary:
         known = {f.name for f in fields(cls)}
         return None if data is None else cls(**{k: v for k, v in data.items() if k in known})
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
     def best_ckpt_path(self, run_dir: str | Path) -> Path | None:
         """The best checkpoint's file inside `run_dir/checkpoints` (where the run wrote it)."""
         return Path(run_dir) / "checkpoints" / Path(self.best_ckpt).name if self.best_ckpt else None

@@ -31,7 +31,7 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
     run_dir = Path(run_dir)
     figures = sorted((run_dir / "figures").glob("*.png"))
     best_ckpt = summary.best_ckpt_path(run_dir)
-    values = summary.as_dict()
+    values = vars(summary)
     # The numbers a sweep is compared by (test_acc only when the data has a test split).
     results = {k: values[k] for k in ("best_val_acc", "test_acc") if values[k] is not None}
     for logger in loggers:
