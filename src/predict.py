@@ -119,8 +119,8 @@ def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draf
         draft = saved.get("jpeg_draft", False) if jpeg_draft is None else jpeg_draft
         return model, model.class_names, pre.eval_transform(), pre.resize_size if draft else None
 
+    from src.export import Probabilities
     from src.models.checkpoint import load_model
-    from src.models.export import Probabilities
     from src.runs.run_dir import checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     model = load_model(ckpt_path)

@@ -13,6 +13,7 @@ from urllib.error import URLError
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.datasets.utils import download_and_extract_archive
 
@@ -29,12 +30,12 @@ log = logging.getLogger(__name__)
 class ImageFolderDataModule(LightningDataModule):
     """Train, val and (when there is one) test loaders over the images of `data_dir`.
 
-    The arguments are the `data.*` keys, described in `conf/data/hymenoptera.yaml` (those that
-    decide the split, `labels_csv` to `fold`, are `SplitSettings`'), and three that `src.train`
-    passes: `augment` (`conf/augment`; `None`: the tutorial's), `preprocessing` (what the
-    backbone's weights expect, as `Preprocessing` fields; `None`: ImageNet's; `image_size`,
-    `resize_size`, `mean`, `std`, `interpolation` override it) and `splits_file` (a run's
-    `splits.csv`, used as it is when resuming).
+    The arguments are the `data.*` keys, described in `conf/data/hymenoptera.yaml`, and three
+    that `src.train` passes: `augment` (`conf/augment`; `None`: the tutorial's), `preprocessing`
+    (what the backbone's weights expect, as `Preprocessing` fields; `None`: ImageNet's) and
+    `splits_file` (a run's `splits.csv`, used as it is when resuming). The keys not named below
+    are `Preprocessing` fields (`image_size`, `resize_size`, `mean`, `std`, `interpolation`:
+    not None, they override `preprocessing`) and `SplitSettings` (`labels_csv` to `fold`).
     """
 
     def __init__(
@@ -47,11 +48,6 @@ class ImageFolderDataModule(LightningDataModule):
         tree_sha256: str | None = None,
         augment: Augment | None = None,
         preprocessing: dict | None = None,
-        image_size: int | None = None,
-        resize_size: int | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        interpolation: str | None = None,
         pin_memory: bool | None = None,
         cache_images: bool = False,
         cache_max_gb: float = 4.0,
@@ -60,7 +56,7 @@ class ImageFolderDataModule(LightningDataModule):
         splits_file: str | Path | None = None,
         sampler: str | None = None,
         jpeg_draft: bool = False,
-        **split_settings,
+        **settings,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -72,20 +68,18 @@ class ImageFolderDataModule(LightningDataModule):
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.batch_size, self.num_workers, self.sampler = batch_size, num_workers, sampler
         self.download, self.download_url, self.tree_sha256 = download, download_url, tree_sha256
-        self.preprocessing = Preprocessing.resolve(
-            preprocessing, image_size=image_size, resize_size=resize_size, mean=mean, std=std,
-            interpolation=interpolation,
-        )  # fmt: skip
+        given = Preprocessing.fields_of(settings)
+        self.preprocessing = Preprocessing.resolve(preprocessing, **given)
         self.augment = augment or Augment()
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.cache_images, self.cache_max_gb = cache_images, cache_max_gb
         self.cache_features, self.skip_bad_images = cache_features, skip_bad_images
         self.draft_size = self.preprocessing.resize_size if jpeg_draft else None
-        self.split_settings = SplitSettings(**split_settings)
+        self.split_settings = SplitSettings(**{k: v for k, v in settings.items() if k not in given})
         self.splits_file = splits_file
         self.splits: Splits | None = None
         self.train_set = self.val_set = self.test_set = None  # LabelledImages
-        self.cached_splits: list[str] = []  # those read from memory (src.data.image_cache)
+        self.cached_splits: list[str] = []  # those read from memory (`cache_decoded`)
         self.features: dict[str, Dataset] = {}
         self.skipped_images: list[str] = []
 
@@ -178,7 +172,7 @@ class ImageFolderDataModule(LightningDataModule):
         return self._loader("train", None if mix is None else partial(mixed_collate, mix))
 
     def val_dataloader(self) -> DataLoader:
-        """Every validation image once (under DDP, see `unpadded_shard`)."""
+        """Every validation image once (under DDP, see `_loader`)."""
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
@@ -205,11 +199,15 @@ class ImageFolderDataModule(LightningDataModule):
         # worker processes would only add cost.
         features = split in self.features
         dataset = self.features[split] if features else getattr(self, f"{split}_set")
-        sampler = None
-        if split != "train":
-            sampler = unpadded_shard(dataset)
-        elif self.sampler == "balanced":
+        sampler, dist = None, torch.distributed
+        if split == "train" and self.sampler == "balanced":
             sampler = balanced_sampler(self.train_set.targets, len(self.class_names))
+        elif split != "train" and dist.is_available() and dist.is_initialized():
+            # Lightning's own sampler pads the split with repeated images so that every process
+            # gets as many, which `val/acc` would count twice. These shards differ by one image
+            # instead (safe in evaluation: no gradients are synchronised); the metrics then sum
+            # over processes.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         num_workers = 0 if features else self.workers()
         # This platform's default ("fork" on Linux, "spawn" on macOS), said explicitly: inside
         # the workers of hydra/launcher=joblib the default is loky's own method, with which
@@ -241,21 +239,6 @@ def mixed_collate(mix, batch):
     """A training batch, its images and labels mixed by `mix` (MixUp or CutMix); a function
     of the module, so that loader workers started with `spawn` can unpickle it."""
     return mix(*default_collate(batch))
-
-
-def unpadded_shard(dataset):
-    """This process's share of `dataset` under DDP, every n-th image; `None` in one process.
-
-    Lightning's default distributed sampler pads the split with repeated images so that every
-    process gets the same number, which would count those images twice in `val/acc`. Here the
-    shards differ by one image instead (safe in evaluation: no gradients are synchronised);
-    the metrics then sum over processes.
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None
-    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-
-    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 def usable_cores() -> int:

@@ -64,8 +64,11 @@ def check_image(path: str, read=load_rgb) -> str | None:
 def check_images(paths: list[str], read=load_rgb) -> dict[str, str | None]:
     """`check_image` of every path (None: usable), decoded by `read` in threads (Pillow decodes
     without holding the GIL). Verdicts are cached by path, size and modification time, so
-    later runs on the same folder only `stat` the files."""
-    cache_file = cache_path(paths)
+    later runs on the same folder only `stat` the files: one cache file per folder checked,
+    under $XDG_CACHE_HOME (never inside the data)."""
+    folder = hashlib.sha256((os.path.commonpath(paths) if paths else "").encode()).hexdigest()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache_file = base / "transfer-learning-template" / "image-checks" / f"{folder[:16]}.json"
     try:
         cache = json.loads(cache_file.read_text())
     except (OSError, ValueError):
@@ -89,14 +92,6 @@ def file_stat(path: str) -> list[int]:
     """Size and modification time: a file whose both are unchanged is taken as unchanged."""
     stat = os.stat(path)
     return [stat.st_size, stat.st_mtime_ns]
-
-
-def cache_path(paths: list[str]) -> Path:
-    """One cache file per folder checked, under $XDG_CACHE_HOME (never inside the data)."""
-    root = os.path.commonpath(paths) if paths else ""
-    digest = hashlib.sha256(root.encode()).hexdigest()[:16]
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "transfer-learning-template" / "image-checks" / f"{digest}.json"
 
 
 def decode(path: str, size: int, interpolation, draft_size: int | None = None) -> torch.Tensor:

@@ -46,8 +46,7 @@ class ExportedModel:
         if self.format not in ("onnx", "torchscript"):
             raise UserError(f"{self.path} is neither an ONNX file nor a TorchScript archive.")
         metadata = self._open_onnx() if self.format == "onnx" else self._open_torchscript()
-        missing = [key for key in METADATA_KEYS if key not in metadata]
-        if missing:
+        if missing := [key for key in METADATA_KEYS if key not in metadata]:
             raise UserError(
                 f"{self.path} lacks the {' and '.join(missing)} that src.export stores with the "
                 "model; export the checkpoint with python -m src.export to label images with it."

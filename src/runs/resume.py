@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.fabric.utilities.logger import _flatten_dict
 from omegaconf import OmegaConf
 
 from src.errors import UserError
@@ -90,21 +91,10 @@ def in_multirun() -> bool:
 def config_changes(before: dict, now: dict) -> list[str]:
     """`key: old before, new now` for every value that differs, except the keys that name
     where and how a run is started (ckpt_path, resume, paths.output_dir)."""
-    old, new = flat_dict(before), flat_dict(now)
+    old, new = _flatten_dict(before, "."), _flatten_dict(now, ".")
     keys = (old.keys() | new.keys()) - {"ckpt_path", "resume", "paths.output_dir"}
     changed = sorted(k for k in keys if old.get(k) != new.get(k))
     return [f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in changed]
-
-
-def flat_dict(node: dict, prefix: str = "") -> dict:
-    """Nested dicts as one: {"optimizer.lr": 0.001, ...} (an empty dict stays a value)."""
-    flat = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            flat.update(flat_dict(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def continue_from(ckpt_path: Path, model, loggers: list) -> None:

@@ -83,8 +83,7 @@ class Run:
         if self.summary is not None and self.summary.preprocessing:
             return Preprocessing(**self.summary.preprocessing)
         data = self.config.get("data", {})
-        sizes = {"image_size": data.get("image_size") or 224}
-        return Preprocessing(**sizes, resize_size=data.get("resize_size") or 256)
+        return Preprocessing(data.get("image_size") or 224, data.get("resize_size") or 256)
 
     @property
     def augment(self) -> Augment:

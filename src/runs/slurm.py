@@ -55,11 +55,12 @@ class SlurmJobs(Callback):
         self.warned = False  # SIGUSR2 came: the time limit is near
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        problem = submission_problem(config.hydra.launcher)
-        if problem:
+        if problem := submission_problem(config.hydra.launcher):
             log.error("%s", problem)
             raise SystemExit(2)
-        if not has_accounting() and not isinstance(SlurmJob.watcher, SqueueWatcher):
+        # submitit's job watcher calls sacct, which a cluster without job accounting lacks.
+        no_sacct = "accounting_storage/none" in (slurm(["scontrol", "show", "config"]) or "")
+        if no_sacct and not isinstance(SlurmJob.watcher, SqueueWatcher):
             SlurmJob.watcher = SqueueWatcher(delay_s=60)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -157,12 +158,6 @@ def submission_problem(launcher: DictConfig) -> str | None:
         "hydra.launcher.cpus_per_task, hydra.launcher.mem_per_cpu (or mem_gb), "
         "trainer.devices, or GPUs only with trainer=gpu / trainer=ddp."
     )
-
-
-def has_accounting() -> bool:
-    """Whether this cluster keeps job accounting, which submitit's sacct calls need."""
-    config = slurm(["scontrol", "show", "config"])
-    return config is None or "accounting_storage/none" not in config
 
 
 def log_to(path: Path) -> None:

@@ -84,10 +84,8 @@ class RunSummary:
             f"metrics: {', '.join(sorted(logged))}."
         )
 
-    def write(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / FILE_NAME
-        write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
-        return path
+    def write(self, run_dir: str | Path) -> None:
+        write_text_atomic(Path(run_dir) / FILE_NAME, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def read(cls, run_dir: str | Path) -> "RunSummary | None":
@@ -114,10 +112,9 @@ class RunSummary:
         test_monitor = "test/" + monitor.removeprefix("val/")  # e.g. test/f1_macro
         if monitor != "val/acc" and test_monitor in self.test_metrics:
             test += f", {test_monitor} {self.test_metrics[test_monitor]:.4f}"
-        fit = 0.0 if self.fit_time_s is None else self.fit_time_s
         return (
-            f"Result: {self.strategy} best {monitor} {value}{where}{test} "
-            f"({self.epochs_trained} epochs, {fit:.1f} s); run directory {run_dir}"
+            f"Result: {self.strategy} best {monitor} {value}{where}{test} ({self.epochs_trained} "
+            f"epochs, {self.fit_time_s or 0.0:.1f} s); run directory {run_dir}"
         )
 
 

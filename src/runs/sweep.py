@@ -91,15 +91,14 @@ class JobCommandLine(Callback):
         if config.hydra.mode == RunMode.MULTIRUN:
             hydra_cfg = HydraConfig.get()
             self._saved = sys.argv, hydra_cfg.run.dir
-            job_argv = [sys.argv[0], *hydra_cfg.overrides.task]
-            self._set(hydra_cfg, job_argv, hydra_cfg.runtime.output_dir)
+            self._set([sys.argv[0], *hydra_cfg.overrides.task], hydra_cfg.runtime.output_dir)
 
     def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
-            self._set(HydraConfig.get(), *self._saved)
+            self._set(*self._saved)
 
     @staticmethod
-    def _set(hydra_cfg, argv: list[str], run_dir: str) -> None:
-        sys.argv = argv
+    def _set(argv: list[str], run_dir: str) -> None:
+        sys.argv, hydra_cfg = argv, HydraConfig.get()
         with read_write(hydra_cfg.run):
             hydra_cfg.run.dir = run_dir

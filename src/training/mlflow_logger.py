@@ -28,7 +28,6 @@ class MLflowLogger(MLFlowLogger):
         self,
         run_dir: str,
         tracking_uri: str,
-        experiment_name: str = "transfer-learning",
         run_name: str | None = None,
         artifact_location: str | None = None,
         tags: dict | None = None,
@@ -38,8 +37,16 @@ class MLflowLogger(MLFlowLogger):
         tags = {**(tags or {}), "run_dir": str(run_dir)}
         if (run_dir.parent / "multirun.yaml").is_file():  # Hydra writes it at a sweep's root
             tags["sweep_dir"] = str(run_dir.parent)
-        if tracking_uri.startswith(("http://", "https://")):
-            check_server(tracking_uri)
+        if tracking_uri.startswith(("http://", "https://")):  # not MLflow's minutes of retries
+            try:
+                urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5).close()
+            except (OSError, ValueError) as err:  # urllib's URLError is an OSError
+                raise UserError(
+                    f"MLflow tracking server {tracking_uri} cannot be reached "
+                    f"({getattr(err, 'reason', err)}). Start it (mlflow server --host 127.0.0.1 "
+                    "--port 5000), correct logger.mlflow.tracking_uri, or train with another "
+                    "logger (logger=many)."
+                ) from err
         elif tracking_uri.startswith("sqlite:///"):  # three slashes: relative, four: absolute
             store = Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
             store.mkdir(parents=True, exist_ok=True)
@@ -49,7 +56,6 @@ class MLflowLogger(MLFlowLogger):
         self._logged_steps: dict[str, set[int]] = {}
         try:
             super().__init__(
-                experiment_name=experiment_name,
                 run_name=run_name or str(name),
                 tracking_uri=tracking_uri,
                 tags=tags,
@@ -90,9 +96,10 @@ class MLflowLogger(MLFlowLogger):
         """Log the parameters the run does not hold yet; name those it holds with another value."""
         params = {k: str(v)[:250] for k, v in _flatten_dict(_convert_params(params)).items()}
         held = self.experiment.get_run(self.run_id).data.params
-        changed = [f"{k} {held[k]} -> {v}" for k, v in params.items() if held.get(k, v) != v]
+        changed = ", ".join(
+            f"{k} {held[k]} -> {v}" for k, v in params.items() if held.get(k, v) != v
+        )
         if changed:
-            changed = ", ".join(changed)
             log.warning("MLflow keeps the first value of parameters changed on resume: %s", changed)
         super().log_hyperparams({k: v for k, v in params.items() if k not in held})
 
@@ -103,15 +110,3 @@ class MLflowLogger(MLFlowLogger):
         fresh = {k: v for k, v in metrics.items() if (step or 0) not in done.get(k, ())}
         if fresh:
             super().log_metrics(fresh, step)
-
-
-def check_server(uri: str) -> None:
-    """A quick /health request instead of MLflow's minutes of retries."""
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
-    except (OSError, ValueError) as err:  # urllib's URLError is an OSError
-        raise UserError(
-            f"MLflow tracking server {uri} cannot be reached ({getattr(err, 'reason', err)}). "
-            "Start it (mlflow server --host 127.0.0.1 --port 5000), correct "
-            "logger.mlflow.tracking_uri, or train with another logger (logger=many)."
-        ) from err
