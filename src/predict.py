@@ -1,12 +1,10 @@
-"""Label new images: `python -m src.predict ckpt_path=PATH inputs=FILE_OR_DIR_OR_GLOB [top_k=2]`.
-
-Writes and prints one CSV row per input file: its top-k labels and probabilities, or why it
-could not be read. `ckpt_path` is a checkpoint or a model file of `src.export`; both carry
-the class names and preprocessing, so no data folder is needed.
-"""
+"""Label new images: `python -m src.predict ckpt_path=PATH inputs=FILE_OR_DIR_OR_GLOB [top_k=2]`
+writes and prints one CSV row per input file: its top-k labels and probabilities, or why it
+could not be read. No data folder is needed (see `load_classifier`)."""
 
 import csv
 import glob
+import itertools
 import logging
 from pathlib import Path
 
@@ -77,15 +75,18 @@ def predict(
     model, names, transform, draft = load_classifier(ckpt_path, image_size, resize_size, jpeg_draft)
     classify, top_k = with_tta(model, tta), min(top_k, len(names))
 
-    rows, batch = [], []
-    for path, image, error in read_inputs(files, transform, draft):
-        rows.append({"path": str(path), "labels": [], "probs": [], "error": error})
-        batch += [] if image is None else [(rows[-1], image)]
-        if len(batch) == batch_size:
-            label_batch(classify, names, batch, top_k)
-            batch = []
-    if batch:
-        label_batch(classify, names, batch, top_k)
+    rows, read = [], read_inputs(files, transform, draft)
+    while chunk := list(itertools.islice(read, batch_size)):  # batch_size files at a time
+        new = [{"path": str(p), "labels": [], "probs": [], "error": why} for p, _, why in chunk]
+        batch = [(row, x) for row, (_, x, _) in zip(new, chunk, strict=True) if x is not None]
+        rows += new
+        if not batch:
+            continue
+        with torch.inference_mode():
+            values, indices = classify(torch.stack([x for _, x in batch])).topk(top_k, dim=1)
+        for (row, _), top_probs, top_indices in zip(batch, values, indices, strict=True):
+            row["labels"] = [names[i] for i in top_indices.tolist()]
+            row["probs"] = top_probs.tolist()
     return rows
 
 
@@ -101,12 +102,10 @@ def read_inputs(files: list[Path], transform, draft_size=None):
 
 def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draft=None):
     """(the model as images -> class probabilities, class names, validation transform,
-    `draft_size` for `load_rgb`) of a checkpoint or an exported model.
-
-    An exported model (.onnx, TorchScript) carries its class names and preprocessing: it needs
-    neither Lightning nor its run directory. A checkpoint carries its preprocessing, and gets
-    `data.jpeg_draft` from its run's config.yaml when that is beside the checkpoints folder.
-    """
+    `draft_size` for `load_rgb`) of a checkpoint or an exported model. An exported model (.onnx,
+    TorchScript) carries its class names and preprocessing: it needs neither Lightning nor its
+    run directory. A checkpoint carries its preprocessing, and gets `data.jpeg_draft` from its
+    run's config.yaml when that is beside the checkpoints folder."""
     if exported_format(ckpt_path):
         model = ExportedModel(ckpt_path)
         saved = model.preprocessing
@@ -128,15 +127,6 @@ def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draf
     pre = checkpoint_preprocessing(model.hparams, run, image_size, resize_size)
     draft = draft_size(run, pre, jpeg_draft)
     return Probabilities(model), list(model.hparams.class_names), pre.eval_transform(), draft
-
-
-def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> None:
-    """Fill in `labels` and `probs` of each row from the model's top-k probabilities."""
-    with torch.inference_mode():
-        probs = classify(torch.stack([image for _, image in batch]))
-    values, indices = probs.topk(top_k, dim=1)
-    for (row, _), row_values, row_indices in zip(batch, values, indices, strict=True):
-        row["labels"], row["probs"] = [names[i] for i in row_indices.tolist()], row_values.tolist()
 
 
 def write_csv(rows: list[dict], output: Path) -> None:

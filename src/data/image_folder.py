@@ -1,5 +1,6 @@
 """LightningDataModule for a folder of labelled images (`src.data.layouts` finds them,
-`src.data.splits` splits them), and the download of the tutorial's ants-vs-bees zip."""
+`src.data.splits` splits them), with the download of the tutorial's ants-vs-bees zip and what
+it does for class imbalance (`balanced_sampler`, `loss_weights`)."""
 
 import hashlib
 import logging
@@ -9,15 +10,13 @@ import shutil
 import tempfile
 from functools import partial
 from pathlib import Path
-from urllib.error import URLError
 
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
 from torchvision.datasets.utils import download_and_extract_archive
 
-from src.data.balance import balanced_sampler, loss_weights
 from src.data.images import load_rgb
 from src.data.splits import Splits, SplitSettings, build_splits, image_split
 from src.data.transforms import Augment, Preprocessing, build_transform
@@ -98,7 +97,7 @@ class ImageFolderDataModule(LightningDataModule):
         with tempfile.TemporaryDirectory(dir=data_dir.parent, prefix=".download-") as tmp:
             try:
                 download_and_extract_archive(url, download_root=tmp, remove_finished=True)
-            except (URLError, OSError) as err:
+            except OSError as err:  # urllib's URLError is one
                 raise UserError(
                     f"Could not download the dataset from {url} ({err}).\n"
                     f"Without internet access, download the zip elsewhere, unzip it so that "
@@ -163,8 +162,7 @@ class ImageFolderDataModule(LightningDataModule):
         return list(self.train_set.classes)
 
     def loss_weights(self, setting) -> list[float] | None:
-        """`model.class_weights` as one weight per class (`balanced`: from the training
-        counts, see `src.data.balance`), or None."""
+        """`model.class_weights` as one weight per class, or None (see `loss_weights`)."""
         return loss_weights(setting, self.train_set.targets, self.class_names)
 
     def train_dataloader(self) -> DataLoader:
@@ -267,3 +265,45 @@ def tree_sha256(root: Path) -> str:
     for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def balanced_sampler(targets: list[int], num_classes: int) -> WeightedRandomSampler:
+    """Draw each class equally often: image i with probability 1 / (images of its class).
+
+    An epoch keeps its length (one draw per training image, with replacement), so minority
+    images repeat within an epoch and majority images are left out. The draws come from
+    torch's global generator, which `SeedEachEpoch` seeds from (seed, epoch) before each
+    epoch: the same seed draws the same images, also in a resumed run.
+    """
+    labels = torch.as_tensor(targets)
+    weights = 1.0 / torch.bincount(labels, minlength=num_classes).double()[labels]
+    return WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
+
+
+def loss_weights(setting, targets: list[int], class_names: list[str]) -> list[float] | None:
+    """The training loss's class weights for `model.class_weights`: for `balanced`, n_images /
+    (n_classes * images of the class), scikit-learn's `compute_class_weight("balanced")`, so
+    that every class adds the same total weight to an epoch; a list gives one weight per class
+    in `class_names` order; `null` none."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        counts = torch.bincount(torch.as_tensor(targets), minlength=len(class_names)).tolist()
+        empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+        if empty:
+            raise UserError(
+                f"model.class_weights=balanced needs training images of every class; "
+                f"none of {empty}."
+            )
+        classes = np.arange(len(class_names))
+        return compute_class_weight("balanced", classes=classes, y=np.asarray(targets)).tolist()
+    if isinstance(setting, str) or len(setting) != len(class_names):
+        raise UserError(
+            f"Invalid model.class_weights={setting!r}: use balanced, null, or one weight per "
+            f"class ({len(class_names)}: {', '.join(class_names)}), e.g. "
+            f"model.class_weights=[{','.join(['1.0'] * len(class_names))}]."
+        )
+    return [float(w) for w in setting]

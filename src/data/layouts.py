@@ -58,10 +58,9 @@ def find_rows(data_dir: Path, labels_csv: str | Path | None, wanted=SPLIT_NAMES)
         if (folder := data_dir / (split or "")).is_dir():
             found[split] = class_folder_rows(folder, data_dir, split)
         elif split != "test":
-            present = sorted(p.name for p in data_dir.iterdir())
             raise UserError(
                 f"Missing split folder {folder}. Expected {folder}/<class>/ with images (fix "
-                f"data.data_dir); found {present}."
+                f"data.data_dir); found {sorted(p.name for p in data_dir.iterdir())}."
             )
     first = next(iter(found), None)
     for split, (names, _, _) in found.items():

@@ -3,7 +3,7 @@
 
 import csv
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from src.data.validation import check_images
 from src.errors import UserError
 from src.files import atomic_write
 
-FILE_NAME = "splits.csv"
+SPLITS_FILE = "splits.csv"
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,6 @@ class SplitSettings:
                 f"Invalid data.fold={fold}: with data.num_folds={num_folds} it must be one of "
                 f"0..{num_folds - 1} (or null for no cross-validation)."
             )
-
-    @classmethod
-    def from_config(cls, data) -> "SplitSettings":
-        """The settings among a data config's keys; missing ones keep their defaults."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass

@@ -122,8 +122,7 @@ def cache_decoded(dataset, size: int, interpolation, draft_size, decoded: dict) 
     missing = [key for key in todo if key not in fresh]
     with ThreadPoolExecutor(os.cpu_count()) as pool:  # Pillow decodes without the GIL
         fresh.update(zip(missing, pool.map(lambda key: decode(*key), missing), strict=True))
-    for key in todo:
-        _kept[key] = (stats[key], fresh[key])
+    _kept.update({key: (stats[key], fresh[key]) for key in todo})
     _recent.append(set(keys))
     for key in _kept.keys() - set().union(*_recent):
         del _kept[key]

@@ -55,8 +55,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> Path | None:
     (train from the start) when the run has none yet, as Lightning's own `ckpt_path="last"`."""
     if ckpt_path is None or str(ckpt_path) != "last":
         return None if ckpt_path is None else Path(ckpt_path).expanduser()
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    if (last := output_dir / "checkpoints" / "last.ckpt").is_file():
         return last
     log.info("ckpt_path=last: no %s yet; training from the start.", last)
     return None

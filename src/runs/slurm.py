@@ -51,8 +51,7 @@ class SlurmJobs(Callback):
     batch, and requeues the job while it has restarts left (`max_num_timeout`); a job that
     failed or will not run again is reported to the sweep with the paths of its logs."""
 
-    def __init__(self) -> None:
-        self.warned = False  # SIGUSR2 came: the time limit is near
+    warned = False  # SIGUSR2 came: the time limit is near
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if problem := submission_problem(config.hydra.launcher):

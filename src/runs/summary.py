@@ -76,13 +76,12 @@ class RunSummary:
     def check_optimized(self, logged) -> None:
         """Stop when a finished run's `optimized_metric` names no metric in `logged`: a
         sweep would have nothing to optimise."""
-        if self.optimized_value is not None or self.interrupted:
-            return
-        raise UserError(
-            f"optimized_metric={self.optimized_metric} was never logged, so a sweep has "
-            f"nothing to optimise (summary.json is written). Choose one of the logged "
-            f"metrics: {', '.join(sorted(logged))}."
-        )
+        if self.optimized_value is None and not self.interrupted:
+            raise UserError(
+                f"optimized_metric={self.optimized_metric} was never logged, so a sweep has "
+                f"nothing to optimise (summary.json is written). Choose one of the logged "
+                f"metrics: {', '.join(sorted(logged))}."
+            )
 
     def write(self, run_dir: str | Path) -> None:
         write_text_atomic(Path(run_dir) / FILE_NAME, json.dumps(asdict(self), indent=2) + "\n")

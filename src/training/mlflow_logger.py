@@ -22,19 +22,12 @@ class MLflowLogger(MLFlowLogger):
     """`MLFlowLogger` with one MLflow run per run directory (tagged `run_dir`, and `sweep_dir` in
     a sweep), named after it by default; a SQLite store keeps artifacts in `mlflow-artifacts/`
     beside its file. MLflow can neither change a parameter nor delete a metric, so a continued
-    run keeps its parameters' first values and skips the metric steps it already holds."""
+    run keeps its parameters' first values and skips the metric steps it already holds. Its
+    arguments are `MLFlowLogger`'s, and `run_dir`."""
 
-    def __init__(
-        self,
-        run_dir: str,
-        tracking_uri: str,
-        run_name: str | None = None,
-        artifact_location: str | None = None,
-        tags: dict | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, run_dir: str, tracking_uri: str, run_name: str | None = None, **kwargs):
         run_dir = Path(run_dir).resolve()
-        tags = {**(tags or {}), "run_dir": str(run_dir)}
+        tags = kwargs["tags"] = {**(kwargs.get("tags") or {}), "run_dir": str(run_dir)}
         if (run_dir.parent / "multirun.yaml").is_file():  # Hydra writes it at a sweep's root
             tags["sweep_dir"] = str(run_dir.parent)
         if tracking_uri.startswith(("http://", "https://")):  # not MLflow's minutes of retries
@@ -50,18 +43,13 @@ class MLflowLogger(MLFlowLogger):
         elif tracking_uri.startswith("sqlite:///"):  # three slashes: relative, four: absolute
             store = Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
             store.mkdir(parents=True, exist_ok=True)
-            artifact_location = artifact_location or str(store / "mlflow-artifacts")
+            if not kwargs.get("artifact_location"):
+                kwargs["artifact_location"] = str(store / "mlflow-artifacts")
         cwd = Path.cwd().resolve()
         name = run_dir.relative_to(cwd) if run_dir.is_relative_to(cwd) else run_dir
         self._logged_steps: dict[str, set[int]] = {}
         try:
-            super().__init__(
-                run_name=run_name or str(name),
-                tracking_uri=tracking_uri,
-                tags=tags,
-                artifact_location=artifact_location,
-                **kwargs,
-            )
+            super().__init__(run_name=run_name or str(name), tracking_uri=tracking_uri, **kwargs)
             if rank_zero_only.rank == 0:  # also the check that the store answers
                 self.continue_run(run_dir)
         except Exception as err:  # MLflow's errors for URIs it cannot use differ by scheme
@@ -106,7 +94,6 @@ class MLflowLogger(MLFlowLogger):
     @rank_zero_only
     def log_metrics(self, metrics, step: int | None = None) -> None:
         """Log the metrics, except steps an earlier attempt of this run already logged."""
-        done = self._logged_steps
-        fresh = {k: v for k, v in metrics.items() if (step or 0) not in done.get(k, ())}
-        if fresh:
+        logged = self._logged_steps
+        if fresh := {k: v for k, v in metrics.items() if (step or 0) not in logged.get(k, ())}:
             super().log_metrics(fresh, step)

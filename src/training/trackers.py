@@ -31,6 +31,7 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
     """Send a finished (or interrupted) run's results and files to each tracker."""
     run_dir = Path(run_dir)
     figures = sorted((run_dir / "figures").glob("*.png"))
+    best_ckpt = summary.best_ckpt_path(run_dir)
     values = vars(summary)
     # The numbers a sweep is compared by (test_acc only when the data has a test split).
     results = {k: values[k] for k in ("best_val_acc", "test_acc") if values[k] is not None}
@@ -46,9 +47,7 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
             for key, value in results.items():
                 client.log_metric(run_id, f"summary/{key}", value)
             files = [(run_dir / "summary.json", None), (run_dir / "config.yaml", None)]
-            files += [(path, "figures") for path in figures] + [
-                (summary.best_ckpt_path(run_dir), "checkpoints")
-            ]
+            files += [(path, "figures") for path in figures] + [(best_ckpt, "checkpoints")]
             for path, folder in files:
                 if path is not None and path.is_file():
                     client.log_artifact(run_id, str(path), folder)
