@@ -39,9 +39,8 @@ class Parity:
         self.max_diff = (got - expected).abs().max().item()  # over images and classes
         self.top1_agree = int((got.argmax(dim=1) == expected.argmax(dim=1)).sum())
         self.batch_diff = (alone - got[:1]).abs().max().item()  # one image alone vs in a batch
-        self.ok = (
-            self.top1_agree == len(images) and max(self.max_diff, self.batch_diff) <= tolerance
-        )
+        worst = max(self.max_diff, self.batch_diff)
+        self.ok = self.top1_agree == len(images) and worst <= tolerance
 
     def __str__(self) -> str:
         return (
@@ -122,7 +121,7 @@ def export(
         if len(unreadable) == len(read):
             raise UserError(f"No readable image among images={[str(p) for p, *_ in read][:5]}.")
         tensors = torch.stack([image for _, image, _ in read if image is not None])
-        source = f"images={images}"
+        source = "images=" + ",".join([images] if isinstance(images, str) else images)
     elif run is not None:  # a fixed sample of the validation split, over every class
         dataset = val_images(run.splits(wanted=("val",)), class_names, pre, draft_size=draft)
         tensors = torch.stack([dataset[i][0] for i in sample(len(dataset), parity_images)])
@@ -167,11 +166,8 @@ def metadata(class_names: list[str], preprocessing: dict, jpeg_draft: bool = Fal
         "scale to [0, 1]; subtract mean and divide by std per channel; layout (N, 3, H, W) "
         "float32"
     )
-    preprocessing = {**preprocessing, "jpeg_draft": jpeg_draft, "steps": steps}
-    return {
-        "class_names": json.dumps(list(class_names)),
-        "preprocessing": json.dumps(preprocessing),
-    }
+    described = {**preprocessing, "jpeg_draft": jpeg_draft, "steps": steps}
+    return {"class_names": json.dumps(list(class_names)), "preprocessing": json.dumps(described)}
 
 
 def export_model(model, fmt: str, f: IO[bytes], info: dict[str, str], image_size: int) -> None:
