@@ -13,8 +13,6 @@ import math
 import torch
 from torch import nn
 
-from src.errors import require_extra
-
 
 def cam_figure(model, predictions, dataset, pre, indices: list[int]):
     """The images of `indices` with the map of their predicted class laid over them,
@@ -32,7 +30,6 @@ def cam_figure(model, predictions, dataset, pre, indices: list[int]):
 def overlays(model, images: torch.Tensor, classes: list[int], pre) -> list[torch.Tensor]:
     """Each image (normalised by `pre`) half and half with the Grad-CAM heat map of its class
     (grad-cam's `show_cam_on_image`), as (3, H, W) pixels in [0, 1]."""
-    require_extra("pytorch_grad_cam", "figures.cam=true")
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget

@@ -96,8 +96,6 @@ class TransferLearningModel(LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
 
         self.loss = instantiate(loss)
-        if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
         # Derived from the data and saved in the hyper-parameters, not in the state dict:
         # checkpoints with and without class weights load into either model.
         weight = None if class_weights is None else torch.tensor(class_weights)
