@@ -239,15 +239,20 @@ def mixed_collate(mix, batch):
     return mix(*default_collate(batch))
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a SLURM job or `taskset` may allow fewer than
+    the machine has; macOS and Windows cannot say)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def default_num_workers(cached: bool, processes_per_node: int = 1) -> int:
     """Loader processes for `data.num_workers=null` (see docs/speed.md): with a GPU every core,
     shared among the node's training processes; without one, none for `cached` images (the
     main process keeps up alone, and workers would take cycles from training), else one per
     core, at most 4."""
-    # The cores this process may run on: a SLURM job or `taskset` may allow fewer than the
-    # machine has (macOS and Windows cannot say).
-    affinity = getattr(os, "sched_getaffinity", None)
-    cores = len(affinity(0)) if affinity else os.cpu_count() or 1
+    cores = usable_cores()
     if torch.cuda.is_available():
         return max(1, cores // max(1, processes_per_node))
     return 0 if cached else min(cores, 4)
