@@ -67,17 +67,11 @@ def target_layer(backbone: nn.Module, image: torch.Tensor):
         return maps[-1], None
     norms = [m for m in outputs if isinstance(m, nn.LayerNorm) and len(outputs[m]) == 3]
     if len(norms) >= 3:
-        tokens = outputs[norms[-3]][1]
-        side = math.isqrt(tokens)
-        return norms[-3], lambda x: to_map(x, side)
+        side = math.isqrt(outputs[norms[-3]][1])  # of the tokens
+        # (N, tokens, C) -> (N, C, side, side): the patch tokens, without the class token (and
+        # any other tokens before them), laid out as the image grid.
+        return norms[-3], lambda x: x[:, -side * side :].unflatten(1, (side, side)).movedim(-1, 1)
     raise ValueError(
         f"{type(backbone).__name__} has neither a part whose output is a (N, C, H, W) map nor "
         "transformer blocks with LayerNorms: no layer for Grad-CAM."
     )
-
-
-def to_map(tokens: torch.Tensor, side: int) -> torch.Tensor:
-    """(N, tokens, C) -> (N, C, side, side): the patch tokens, without the class token (and
-    any other tokens before them), laid out as the image grid."""
-    patches = tokens[:, -side * side :, :]
-    return patches.reshape(len(tokens), side, side, -1).permute(0, 3, 1, 2)
