@@ -105,11 +105,12 @@ def continue_from(ckpt_path: Path, model, loggers: list) -> None:
 
     checkpoint = load_checkpoint(ckpt_path, model.hparams.num_classes, model.hparams.backbone)
     require_same_shapes(model, checkpoint, ckpt_path)
+    epoch, step = checkpoint["epoch"], checkpoint["global_step"]
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             # The SummaryWriter made on first use gets the logger's kwargs and writes the purge
             # marker (readers hide later events); one re-opened for the figures must not.
-            logger._kwargs["purge_step"] = checkpoint["global_step"]
+            logger._kwargs["purge_step"] = step
             logger.experiment  # noqa: B018
             del logger._kwargs["purge_step"]
         path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
@@ -118,21 +119,18 @@ def continue_from(ckpt_path: Path, model, loggers: list) -> None:
         with open(path, newline="") as f:
             lines = f.readlines()
         reader = csv.DictReader(lines)
-        rows = zip(lines[1:], reader, strict=True)
-        kept = [line for line, row in rows if trained_before(row, checkpoint)]
+        # Epoch rows up to the checkpoint's epoch; epoch-less rows (lr) before its step.
+        kept = [
+            line
+            for line, row in zip(lines[1:], reader, strict=True)
+            if (int(row["epoch"]) <= epoch if row.get("epoch") else int(row["step"]) < step)
+        ]
         with warnings.catch_warnings():  # "Previous log files ... will be deleted"
             warnings.simplefilter("ignore")
             writer = logger.experiment  # creating it deletes metrics.csv: write back the rows
         with open(path, "w", newline="") as f:
             f.writelines(lines[:1] + kept)
         writer.metrics_keys = reader.fieldnames or []  # later rows append under the same columns
-
-
-def trained_before(row: dict, checkpoint: dict) -> bool:
-    """Epoch rows up to the checkpoint's epoch; epoch-less rows (lr) before its step."""
-    if row.get("epoch"):
-        return int(row["epoch"]) <= checkpoint["epoch"]
-    return int(row["step"]) < checkpoint["global_step"]
 
 
 class RunInterrupted(Exception):
