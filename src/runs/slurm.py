@@ -67,8 +67,18 @@ class SlurmJobs(Callback):
             return
         warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
         signal.signal(warning, self.stop_before_time_limit)
-        if task_rank() > 0:  # rank 0 writes train.log, as Lightning's own DDP launcher does
-            log_to(Path(config.hydra.runtime.output_dir) / f"train_ddp_process_{task_rank()}.log")
+        if task_rank() == 0:  # rank 0 writes train.log, as Lightning's own DDP launcher does
+            return
+        # The other tasks send their log file output to a file of their own.
+        path = Path(config.hydra.runtime.output_dir) / f"train_ddp_process_{task_rank()}.log"
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            replacement = logging.FileHandler(path)
+            replacement.setFormatter(handler.formatter)
+            replacement.setLevel(handler.level)
+            root.removeHandler(handler)
+            handler.close()
+            root.addHandler(replacement)
 
     def stop_before_time_limit(self, signum, frame) -> None:
         if not self.warned:
@@ -157,19 +167,6 @@ def submission_problem(launcher: DictConfig) -> str | None:
         "hydra.launcher.cpus_per_task, hydra.launcher.mem_per_cpu (or mem_gb), "
         "trainer.devices, or GPUs only with trainer=gpu / trainer=ddp."
     )
-
-
-def log_to(path: Path) -> None:
-    """Send this process's log file output to `path` instead of the run's train.log."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler):
-            replacement = logging.FileHandler(path)
-            replacement.setFormatter(handler.formatter)
-            replacement.setLevel(handler.level)
-            root.removeHandler(handler)
-            handler.close()
-            root.addHandler(replacement)
 
 
 class SqueueWatcher(SlurmInfoWatcher):
