@@ -84,28 +84,27 @@ def group_jobs(rows: list[dict]) -> list[dict]:
     for row in sorted(rows, key=lambda row: job_key(Path(row["job"]))):
         kept = [o for o in row["overrides"].split() if override_key(o) not in AVERAGED_OVER]
         groups.setdefault(tuple(sorted(kept)), (" ".join(kept), []))[1].append(row)
-    table = [_group_row(overrides, members) for overrides, members in groups.values()]
+    table = []
+    for overrides, members in groups.values():  # count, mean and std of the completed jobs
+        done = [row for row in members if row["status"] == "completed"]
+        group = {
+            "overrides": overrides,
+            "n": sum(row["best_val_acc"] is not None for row in done),
+            "monitor": " ".join(sorted({row["monitor"] for row in done if row["monitor"]})),
+            "incomplete": len(members) - len(done),
+            "jobs": " ".join(row["job"] for row in members),
+        }
+        for result in RESULTS:
+            values = [row[result] for row in done if row[result] is not None]
+            group[f"{result}_mean"] = statistics.fmean(values) if values else None
+            group[f"{result}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        # What the mean is over: the values of seed and of data.fold.
+        given = [o for row in done for o in row["overrides"].split()]
+        pairs = [(override_key(o), o.partition("=")[2]) for o in given]
+        for key, column in (("seed", "seeds"), ("data.fold", "folds")):
+            group[column] = " ".join(dict.fromkeys(v for k, v in pairs if k == key))
+        table.append(group)
     return sorted(table, key=lambda g: (g["n"] == 0, -(g["best_val_acc_mean"] or 0.0)))
-
-
-def _group_row(overrides: str, members: list[dict]) -> dict:
-    """Count, mean and std of the completed jobs among `members`."""
-    done = [row for row in members if row["status"] == "completed"]
-    group = {
-        "overrides": overrides,
-        "n": sum(row["best_val_acc"] is not None for row in done),
-        "monitor": " ".join(sorted({row["monitor"] for row in done if row["monitor"]})),
-        "incomplete": len(members) - len(done),
-        "jobs": " ".join(row["job"] for row in members),
-    }
-    for result in RESULTS:
-        values = [row[result] for row in done if row[result] is not None]
-        group[f"{result}_mean"] = statistics.fmean(values) if values else None
-        group[f"{result}_std"] = statistics.stdev(values) if len(values) > 1 else None
-    for key, column in (("seed", "seeds"), ("data.fold", "folds")):  # what the mean is over
-        found = (o.partition("=") for row in done for o in row["overrides"].split())
-        group[column] = " ".join(dict.fromkeys(v for k, _, v in found if override_key(k) == key))
-    return group
 
 
 def shared_overrides(rows: list[dict]) -> list[str]:
