@@ -11,6 +11,7 @@ that unfreeze the backbone in stages (`lp_ft`, `gradual`) are callbacks in
 
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from functools import cached_property
 
 import torch
@@ -146,10 +147,8 @@ class TransferLearningModel(LightningModule):
         """Backbone output (N, width) for a batch of normalised images (N, 3, H, W)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.backbone_frozen:
-            with torch.no_grad():
-                return self.backbone(images)
-        return self.backbone(images)
+        with torch.no_grad() if self.backbone_frozen else nullcontext():
+            return self.backbone(images)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Class logits for images (N, 3, H, W), or for backbone features (N, width) that
