@@ -182,8 +182,7 @@ class ImageFolderDataModule(LightningDataModule):
     def use_features(self, train: Dataset | None = None, val: Dataset | None = None) -> None:
         """Serve these (backbone features, label) datasets instead of the images from now on
         (`None`: keep serving that split's images)."""
-        given = {"train": train, "val": val}
-        self.features = {split: data for split, data in given.items() if data is not None}
+        self.features = {k: v for k, v in {"train": train, "val": val}.items() if v is not None}
 
     def use_images(self) -> None:
         """Serve the images again (the backbone trains now), with the train augmentation
