@@ -132,7 +132,18 @@ def build_splits(
         rows = assign_fold(rows, s.num_folds, s.fold, s.split_seed)
         how += f"; val = fold {s.fold} of {s.num_folds} (split_seed {s.split_seed})"
     splits = Splits(data_dir, sorted({r.label for r in rows}), rows, how)
-    require_every_class_everywhere(splits, source, given, s.fold)
+    counts = splits.counts()  # stop when a class has no image in some split
+    for label in splits.class_names:
+        if empty := [name for name in counts if counts[name][label] == 0]:
+            per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
+            if given and (s.fold is None or empty == ["test"]):
+                fix = f"give it images in every split in {source}"
+            else:  # each class's share of a split is rounded, and can round to none
+                fix = "add images of it, or change data.val_fraction or data.test_fraction"
+            raise UserError(
+                f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
+                f"Every class needs images in every split: {fix}."
+            )
     return splits
 
 
@@ -180,22 +191,6 @@ def assign_fold(rows: list[Row], num_folds: int, fold: int, seed: int) -> list[R
     val = set(val_index.tolist())
     refolded = [r._replace(split="val" if i in val else "train") for i, r in enumerate(pool)]
     return refolded + [r for r in rows if r.split == "test"]
-
-
-def require_every_class_everywhere(splits: Splits, source: str, given: bool, fold) -> None:
-    """Stop when a class has no image in some split, naming the class and its counts."""
-    counts = splits.counts()
-    for label in splits.class_names:
-        if empty := [name for name in counts if counts[name][label] == 0]:
-            per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
-            if given and (fold is None or empty == ["test"]):
-                fix = f"give it images in every split in {source}"
-            else:  # each class's share of a split is rounded, and can round to none
-                fix = "add images of it, or change data.val_fraction or data.test_fraction"
-            raise UserError(
-                f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
-                f"Every class needs images in every split: {fix}."
-            )
 
 
 def class_counts(rows: list[Row]) -> dict[str, int]:
