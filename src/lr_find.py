@@ -25,18 +25,12 @@ def main(cfg: DictConfig) -> None:
 
     with exit_on_user_error(log):
         results = find_lr(cfg)
-    overrides = [o for o in HydraConfig.get().overrides.task if not is_lr_find_key(o)]
-    command = train_command(overrides, results["suggested_lr"])
-    log.info("Suggested learning rate %.3g; wrote %s", results["suggested_lr"], results["plot"])
+    # The command line of src.train: these overrides without lr_find's own, with the lr found.
+    lr, own = results["suggested_lr"], ("lr_find.", "hydra.", "optimizer.lr=")
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith(own)]
+    log.info("Suggested learning rate %.3g; wrote %s", lr, results["plot"])
+    command = " ".join(["python -m src.train", *overrides, f"optimizer.lr={lr:.3g}"])
     print(f"Train with it:\n  {command}")
-
-
-def is_lr_find_key(override: str) -> bool:
-    return override.lstrip("+~").startswith(("lr_find.", "hydra.", "optimizer.lr="))
-
-
-def train_command(overrides: list[str], lr: float) -> str:
-    return " ".join(["python -m src.train", *overrides, f"optimizer.lr={lr:.3g}"])
 
 
 def find_lr(cfg: DictConfig) -> dict:
@@ -86,12 +80,7 @@ def find_lr(cfg: DictConfig) -> dict:
         f"suggested lr {suggested:.3g} (red)"
     )
     figure.savefig(plot, dpi=100, bbox_inches="tight")
-    results = {
-        "suggested_lr": suggested,
-        "plot": str(plot),
-        "lr": finder.results["lr"],
-        "loss": finder.results["loss"],
-    }
+    results = {"suggested_lr": suggested, "plot": str(plot), **finder.results}  # + lr, loss
     (output_dir / "lr_find.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

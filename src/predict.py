@@ -1,30 +1,29 @@
-"""Label new images: `python -m src.predict ckpt_path=PATH inputs=FILE_OR_DIR_OR_GLOB [top_k=2]`.
-
-Writes and prints one CSV row per input file: its top-k labels and probabilities, or why it
-could not be read. `ckpt_path` is a checkpoint or a model file of `src.export`; both carry
-the class names and preprocessing, so no data folder is needed.
-"""
+"""Label new images: `python -m src.predict ckpt_path=PATH inputs=FILE_OR_DIR_OR_GLOB [top_k=2]`
+writes and prints one CSV row per input file: its top-k labels and probabilities, or why it
+could not be read. No data folder is needed (see `load_classifier`)."""
 
 import csv
 import glob
+import itertools
 import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, ListConfig
+import torch
+from omegaconf import DictConfig
 
+from src.data.images import is_hidden, load_rgb
+from src.data.transforms import Preprocessing, with_tta
 from src.errors import UserError, exit_on_user_error
+from src.models.exported import ExportedModel, exported_format
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    inputs = cfg.inputs
-    inputs = list(inputs) if isinstance(inputs, ListConfig) else [str(inputs)] if inputs else []
     with exit_on_user_error(log):
-        rows = predict(cfg.ckpt_path, inputs, cfg.top_k, cfg.image_size, cfg.resize_size,
-                       cfg.batch_size, cfg.jpeg_draft, cfg.tta)  # fmt: skip
+        rows = predict(**{key: value for key, value in cfg.items() if key != "output"})
     write_csv(rows, Path(cfg.output))
     for row in rows:
         top = ", ".join(f"{n} {p:.3f}" for n, p in zip(row["labels"], row["probs"], strict=True))
@@ -33,31 +32,28 @@ def main(cfg: DictConfig) -> None:
     print(f"Wrote {cfg.output}: {len(rows) - failed} images labelled, {failed} not readable.")
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
+def expand_inputs(inputs: str | list[str]) -> list[Path]:
     """Files named by each input: a file, every non-hidden file under a folder, or a glob."""
     files = []
-    for item in inputs:
+    for item in [inputs] if isinstance(inputs, str) else inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            files += sorted(
-                p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")
-            )
-            continue
-        matches = (
-            [path] if path.is_file() else sorted(map(Path, glob.glob(str(path), recursive=True)))
-        )
-        if not matches:
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not is_hidden(p))
+        elif path.is_file():
+            files.append(path)
+        elif matches := sorted(map(Path, glob.glob(str(path), recursive=True))):
+            files += [match for match in matches if match.is_file()]
+        else:
             raise UserError(
                 f"inputs={item} is not a file or folder and matches no files. Pass an "
                 "image, a folder of images or a glob such as 'photos/**/*.jpg' (quoted)."
             )
-        files += [match for match in matches if match.is_file()]
     return files
 
 
 def predict(
     ckpt_path: str,
-    inputs: list[str],
+    inputs: str | list[str],
     top_k: int = 5,
     image_size: int | None = None,
     resize_size: int | None = None,
@@ -68,8 +64,6 @@ def predict(
     """One dict per input file: path, `labels` and `probs` (top-k, most probable first) and
     `error` (None, or why the file could not be read as an image). `tta="flip"`: the
     probabilities are the mean of the image's and its mirror image's."""
-    from src.data.transforms import with_tta
-
     if not ckpt_path or not inputs:
         raise UserError(
             "Pass ckpt_path=PATH/TO/x.ckpt (a checkpoint of src.train, or a model file of "
@@ -81,23 +75,24 @@ def predict(
     model, names, transform, draft = load_classifier(ckpt_path, image_size, resize_size, jpeg_draft)
     classify, top_k = with_tta(model, tta), min(top_k, len(names))
 
-    rows, batch = [], []
-    for path, image, error in read_inputs(files, transform, draft):
-        rows.append({"path": str(path), "labels": [], "probs": [], "error": error})
-        batch += [] if image is None else [(rows[-1], image)]
-        if len(batch) == batch_size:
-            label_batch(classify, names, batch, top_k)
-            batch = []
-    if batch:
-        label_batch(classify, names, batch, top_k)
+    rows, read = [], read_inputs(files, transform, draft)
+    while chunk := list(itertools.islice(read, batch_size)):  # batch_size files at a time
+        new = [{"path": str(p), "labels": [], "probs": [], "error": why} for p, _, why in chunk]
+        batch = [(row, x) for row, (_, x, _) in zip(new, chunk, strict=True) if x is not None]
+        rows += new
+        if not batch:
+            continue
+        with torch.inference_mode():
+            values, indices = classify(torch.stack([x for _, x in batch])).topk(top_k, dim=1)
+        for (row, _), top_probs, top_indices in zip(batch, values, indices, strict=True):
+            row["labels"] = [names[i] for i in top_indices.tolist()]
+            row["probs"] = top_probs.tolist()
     return rows
 
 
 def read_inputs(files: list[Path], transform, draft_size=None):
     """Each file as (path, network input, None), or (path, None, why) when it is not a
     readable image; read by `load_rgb` as training reads (16-bit, palette, CMYK alike)."""
-    from src.data.images import load_rgb
-
     for path in files:
         try:
             yield path, transform(load_rgb(path, draft_size)), None
@@ -107,15 +102,10 @@ def read_inputs(files: list[Path], transform, draft_size=None):
 
 def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draft=None):
     """(the model as images -> class probabilities, class names, validation transform,
-    `draft_size` for `load_rgb`) of a checkpoint or an exported model.
-
-    An exported model (.onnx, TorchScript) carries its class names and preprocessing: it needs
-    neither Lightning nor its run directory. A checkpoint carries its preprocessing, and gets
-    `data.jpeg_draft` from its run's config.yaml when that is beside the checkpoints folder.
-    """
-    from src.data.transforms import Preprocessing
-    from src.models.exported import ExportedModel, exported_format
-
+    `draft_size` for `load_rgb`) of a checkpoint or an exported model. An exported model (.onnx,
+    TorchScript) carries its class names and preprocessing: it needs neither Lightning nor its
+    run directory. A checkpoint carries its preprocessing, and gets `data.jpeg_draft` from its
+    run's config.yaml when that is beside the checkpoints folder."""
     if exported_format(ckpt_path):
         model = ExportedModel(ckpt_path)
         saved = model.preprocessing
@@ -128,8 +118,8 @@ def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draf
         draft = saved.get("jpeg_draft", False) if jpeg_draft is None else jpeg_draft
         return model, model.class_names, pre.eval_transform(), pre.resize_size if draft else None
 
+    from src.export import Probabilities
     from src.models.checkpoint import load_model
-    from src.models.export import Probabilities
     from src.runs.run_dir import checkpoint_preprocessing, draft_size, run_for_checkpoint
 
     model = load_model(ckpt_path)
@@ -137,17 +127,6 @@ def load_classifier(ckpt_path: str, image_size=None, resize_size=None, jpeg_draf
     pre = checkpoint_preprocessing(model.hparams, run, image_size, resize_size)
     draft = draft_size(run, pre, jpeg_draft)
     return Probabilities(model), list(model.hparams.class_names), pre.eval_transform(), draft
-
-
-def label_batch(classify, names: list[str], batch: list[tuple], top_k: int) -> None:
-    """Fill in `labels` and `probs` of each row from the model's top-k probabilities."""
-    import torch
-
-    with torch.inference_mode():
-        probs = classify(torch.stack([image for _, image in batch]))
-    values, indices = probs.topk(top_k, dim=1)
-    for (row, _), row_values, row_indices in zip(batch, values, indices, strict=True):
-        row["labels"], row["probs"] = [names[i] for i in row_indices.tolist()], row_values.tolist()
 
 
 def write_csv(rows: list[dict], output: Path) -> None:

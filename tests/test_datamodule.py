@@ -96,7 +96,7 @@ def served_zip(tmp_path):
 
 
 def test_download_fetches_and_checks_the_zip(tmp_path, served_zip):
-    from src.data.download import tree_sha256
+    from src.data.image_folder import tree_sha256
 
     source, url = served_zip
     target = tmp_path / "fetched" / "tiny_data"

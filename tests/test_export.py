@@ -15,8 +15,7 @@ from lightning.pytorch import LightningModule
 
 from src.data.transforms import Preprocessing
 from src.errors import UserError
-from src.export import ParityError, export
-from src.models.export import export_model, metadata
+from src.export import ParityError, export, export_model, metadata
 from src.models.exported import ExportedModel
 from src.predict import predict, write_csv
 from tests.helpers.cli import run_module

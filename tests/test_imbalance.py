@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 from torch.nn import functional as F
 
-from src.data.balance import loss_weights
+from src.data.image_folder import loss_weights
 from src.errors import UserError, find_cause
 from src.models.metrics import higher_is_better
 from src.models.transfer import TransferLearningModel

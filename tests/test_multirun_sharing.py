@@ -5,7 +5,7 @@ import os
 
 from PIL import Image
 
-from src.data import image_cache, validation
+from src.data import validation
 from src.train import train
 from tests.helpers.cli import epoch_rows
 from tests.helpers.config import FAST, compose_train_config
@@ -23,7 +23,7 @@ def test_a_later_job_reuses_decoded_images_and_checks_and_gets_the_same_metrics(
     image_folder, tmp_path, monkeypatch
 ):
     decoded, checked = [], []
-    monkeypatch.setattr(image_cache, "decode", counting(image_cache.decode, decoded))
+    monkeypatch.setattr(validation, "decode", counting(validation.decode, decoded))
     monkeypatch.setattr(validation, "check_image", counting(validation.check_image, checked))
 
     def job(name: str) -> dict:

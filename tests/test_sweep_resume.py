@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.runs.resume import config_changes
-from src.runs.sweep import sweep_resume_overrides
+from src.runs.resume import config_changes, resume_overrides
 from tests.helpers.cli import run_cli
 from tests.helpers.config import FAST, ROOT
 from tests.helpers.hold import hold_overrides
@@ -142,7 +141,7 @@ def test_resume_of_a_sweep_repeats_its_recorded_arguments(tmp_path):
         }
     }
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(recorded))
-    args = sweep_resume_overrides(tmp_path, ["-m", f"resume={tmp_path}", "seed=2"])
+    args = resume_overrides(["-m", f"resume={tmp_path}", "seed=2"])
     assert args == [
         "--multirun", "hydra/launcher=slurm", "strategy=frozen", "optimizer.lr=0.01,0.001",
         "+tag=job_${hydra:job.num}", "seed=2", f"hydra.sweep.dir={tmp_path}", "ckpt_path=last",

@@ -1,26 +1,26 @@
-"""LightningDataModule for a folder of labelled images: train, val and optionally test splits.
+"""LightningDataModule for a folder of labelled images (`src.data.layouts` finds them,
+`src.data.splits` splits them), with the download of the tutorial's ants-vs-bees zip and what
+it does for class imbalance (`balanced_sampler`, `loss_weights`)."""
 
-`src.data.layouts` finds the images, `src.data.splits` decides which goes to which split; the
-class names (and so the number of outputs of the model) are the labels.
-"""
-
+import hashlib
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 from functools import partial
 from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, default_collate
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler, default_collate
+from torchvision.datasets.utils import download_and_extract_archive
 
-from src.data.balance import balanced_sampler, loss_weights
-from src.data.download import download_image_folder
-from src.data.image_cache import cache_decoded, decode_into
 from src.data.images import load_rgb
 from src.data.splits import Splits, SplitSettings, build_splits, image_split
 from src.data.transforms import Augment, Preprocessing, build_transform
-from src.data.validation import report_files
+from src.data.validation import cache_decoded, decode_into, report_files
 from src.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,12 @@ log = logging.getLogger(__name__)
 class ImageFolderDataModule(LightningDataModule):
     """Train, val and (when there is one) test loaders over the images of `data_dir`.
 
-    The arguments are the `data.*` keys, described in `conf/data/hymenoptera.yaml` (those that
-    decide the split, `labels_csv` to `fold`, are `SplitSettings`'), and three that `src.train`
-    passes: `augment` (`conf/augment`; `None`: the tutorial's), `preprocessing` (what the
-    backbone's weights expect, as `Preprocessing` fields; `None`: ImageNet's; `image_size`,
-    `resize_size`, `mean`, `std`, `interpolation` override it) and `splits_file` (a run's
-    `splits.csv`, used as it is when resuming).
+    The arguments are the `data.*` keys, described in `conf/data/hymenoptera.yaml`, and three
+    that `src.train` passes: `augment` (`conf/augment`; `None`: the tutorial's), `preprocessing`
+    (what the backbone's weights expect, as `Preprocessing` fields; `None`: ImageNet's) and
+    `splits_file` (a run's `splits.csv`, used as it is when resuming). The keys not named below
+    are `Preprocessing` fields (`image_size`, `resize_size`, `mean`, `std`, `interpolation`:
+    not None, they override `preprocessing`) and `SplitSettings` (`labels_csv` to `fold`).
     """
 
     def __init__(
@@ -47,11 +47,6 @@ class ImageFolderDataModule(LightningDataModule):
         tree_sha256: str | None = None,
         augment: Augment | None = None,
         preprocessing: dict | None = None,
-        image_size: int | None = None,
-        resize_size: int | None = None,
-        mean: list[float] | None = None,
-        std: list[float] | None = None,
-        interpolation: str | None = None,
         pin_memory: bool | None = None,
         cache_images: bool = False,
         cache_max_gb: float = 4.0,
@@ -60,7 +55,7 @@ class ImageFolderDataModule(LightningDataModule):
         splits_file: str | Path | None = None,
         sampler: str | None = None,
         jpeg_draft: bool = False,
-        **split_settings,
+        **settings,
     ) -> None:
         super().__init__()
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -72,30 +67,53 @@ class ImageFolderDataModule(LightningDataModule):
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.batch_size, self.num_workers, self.sampler = batch_size, num_workers, sampler
         self.download, self.download_url, self.tree_sha256 = download, download_url, tree_sha256
-        self.preprocessing = Preprocessing.resolve(
-            preprocessing, image_size=image_size, resize_size=resize_size, mean=mean, std=std,
-            interpolation=interpolation,
-        )  # fmt: skip
+        given = Preprocessing.fields_of(settings)
+        self.preprocessing = Preprocessing.resolve(preprocessing, **given)
         self.augment = augment or Augment()
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.cache_images, self.cache_max_gb = cache_images, cache_max_gb
         self.cache_features, self.skip_bad_images = cache_features, skip_bad_images
         self.draft_size = self.preprocessing.resize_size if jpeg_draft else None
-        self.split_settings = SplitSettings(**split_settings)
+        self.split_settings = SplitSettings(**{k: v for k, v in settings.items() if k not in given})
         self.splits_file = splits_file
         self.splits: Splits | None = None
         self.train_set = self.val_set = self.test_set = None  # LabelledImages
-        self.cached_splits: list[str] = []  # those read from memory (src.data.image_cache)
+        self.cached_splits: list[str] = []  # those read from memory (`cache_decoded`)
         self.features: dict[str, Dataset] = {}
         self.skipped_images: list[str] = []
 
     def prepare_data(self) -> None:
-        """Download the data once (Lightning calls this on one process per node); a folder
-        that is still missing then is named by `setup`."""
+        """Download the data once (Lightning calls this on one process per node): the zip at
+        `download_url`, holding one top-level folder, becomes `data_dir`. It is extracted in a
+        temporary folder beside `data_dir`, so an interrupted download never leaves a
+        half-filled `data_dir` that later runs would mistake for data. A folder that is still
+        missing then is named by `setup`."""
         # A CSV names its own images; the tutorial's zip would not hold them.
         missing = not self.data_dir.exists() and not self.split_settings.labels_csv
-        if missing and self.download and self.download_url:
-            download_image_folder(self.data_dir, self.download_url, self.tree_sha256)
+        if not (missing and self.download and self.download_url):
+            return
+        url, data_dir = self.download_url, self.data_dir
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=data_dir.parent, prefix=".download-") as tmp:
+            try:
+                download_and_extract_archive(url, download_root=tmp, remove_finished=True)
+            except OSError as err:  # urllib's URLError is one
+                raise UserError(
+                    f"Could not download the dataset from {url} ({err}).\n"
+                    f"Without internet access, download the zip elsewhere, unzip it so that "
+                    f"{data_dir}/train and {data_dir}/val exist, or point data.data_dir at a copy."
+                ) from err
+            folders = [p for p in Path(tmp).iterdir() if p.is_dir() and not p.name.startswith("__")]
+            if len(folders) != 1:
+                raise UserError(f"Expected one top-level folder in {url}, found {len(folders)}.")
+            actual = tree_sha256(folders[0]) if self.tree_sha256 is not None else None
+            if actual != self.tree_sha256:
+                raise UserError(
+                    f"The data downloaded from {url} does not match its checksum "
+                    f"(tree SHA-256 {actual}, expected {self.tree_sha256}). "
+                    "The download may be corrupt; delete it and run again."
+                )
+            shutil.move(str(folders[0]), data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the split (logged with its counts per class) and check every image once;
@@ -144,8 +162,7 @@ class ImageFolderDataModule(LightningDataModule):
         return list(self.train_set.classes)
 
     def loss_weights(self, setting) -> list[float] | None:
-        """`model.class_weights` as one weight per class (`balanced`: from the training
-        counts, see `src.data.balance`), or None."""
+        """`model.class_weights` as one weight per class, or None (see `loss_weights`)."""
         return loss_weights(setting, self.train_set.targets, self.class_names)
 
     def train_dataloader(self) -> DataLoader:
@@ -153,7 +170,7 @@ class ImageFolderDataModule(LightningDataModule):
         return self._loader("train", None if mix is None else partial(mixed_collate, mix))
 
     def val_dataloader(self) -> DataLoader:
-        """Every validation image once (under DDP, see `unpadded_shard`)."""
+        """Every validation image once (under DDP, see `_loader`)."""
         return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
@@ -165,8 +182,7 @@ class ImageFolderDataModule(LightningDataModule):
     def use_features(self, train: Dataset | None = None, val: Dataset | None = None) -> None:
         """Serve these (backbone features, label) datasets instead of the images from now on
         (`None`: keep serving that split's images)."""
-        given = (("train", train), ("val", val))
-        self.features = {split: data for split, data in given if data is not None}
+        self.features = {k: v for k, v in {"train": train, "val": val}.items() if v is not None}
 
     def use_images(self) -> None:
         """Serve the images again (the backbone trains now), with the train augmentation
@@ -180,12 +196,20 @@ class ImageFolderDataModule(LightningDataModule):
         # worker processes would only add cost.
         features = split in self.features
         dataset = self.features[split] if features else getattr(self, f"{split}_set")
-        sampler = None
-        if split != "train":
-            sampler = unpadded_shard(dataset)
-        elif self.sampler == "balanced":
+        sampler, dist = None, torch.distributed
+        if split == "train" and self.sampler == "balanced":
             sampler = balanced_sampler(self.train_set.targets, len(self.class_names))
+        elif split != "train" and dist.is_available() and dist.is_initialized():
+            # Lightning's own sampler pads the split with repeated images so that every process
+            # gets as many, which `val/acc` would count twice. These shards differ by one image
+            # instead (safe in evaluation: no gradients are synchronised); the metrics then sum
+            # over processes.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         num_workers = 0 if features else self.workers()
+        # This platform's default ("fork" on Linux, "spawn" on macOS), said explicitly: inside
+        # the workers of hydra/launcher=joblib the default is loky's own method, with which
+        # starting loader workers fails.
+        start = multiprocessing.get_all_start_methods()[0] if num_workers else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -195,7 +219,7 @@ class ImageFolderDataModule(LightningDataModule):
             num_workers=num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=num_workers > 0,
-            multiprocessing_context=platform_start_method() if num_workers > 0 else None,
+            multiprocessing_context=start,
         )
 
     def workers(self) -> int:
@@ -212,28 +236,6 @@ def mixed_collate(mix, batch):
     """A training batch, its images and labels mixed by `mix` (MixUp or CutMix); a function
     of the module, so that loader workers started with `spawn` can unpickle it."""
     return mix(*default_collate(batch))
-
-
-def unpadded_shard(dataset):
-    """This process's share of `dataset` under DDP, every n-th image; `None` in one process.
-
-    Lightning's default distributed sampler pads the split with repeated images so that every
-    process gets the same number, which would count those images twice in `val/acc`. Here the
-    shards differ by one image instead (safe in evaluation: no gradients are synchronised);
-    the metrics then sum over processes.
-    """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None
-    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-
-    return UnrepeatedDistributedSampler(dataset, shuffle=False)
-
-
-def platform_start_method() -> str:
-    """How loader workers start: this platform's default ("fork" on Linux, "spawn" on macOS),
-    said explicitly because inside the workers of `hydra/launcher=joblib` the current default
-    is loky's own method, with which starting loader workers fails."""
-    return multiprocessing.get_all_start_methods()[0]
 
 
 def usable_cores() -> int:
@@ -253,3 +255,54 @@ def default_num_workers(cached: bool, processes_per_node: int = 1) -> int:
     if torch.cuda.is_available():
         return max(1, cores // max(1, processes_per_node))
     return 0 if cached else min(cores, 4)
+
+
+def tree_sha256(root: Path) -> str:
+    """SHA-256 over the sorted relative paths and contents of every file under `root`: the
+    zip's page gives no checksum, and this also catches a truncated or partial extraction."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def balanced_sampler(targets: list[int], num_classes: int) -> WeightedRandomSampler:
+    """Draw each class equally often: image i with probability 1 / (images of its class).
+
+    An epoch keeps its length (one draw per training image, with replacement), so minority
+    images repeat within an epoch and majority images are left out. The draws come from
+    torch's global generator, which `SeedEachEpoch` seeds from (seed, epoch) before each
+    epoch: the same seed draws the same images, also in a resumed run.
+    """
+    labels = torch.as_tensor(targets)
+    weights = 1.0 / torch.bincount(labels, minlength=num_classes).double()[labels]
+    return WeightedRandomSampler(weights, num_samples=len(weights), replacement=True)
+
+
+def loss_weights(setting, targets: list[int], class_names: list[str]) -> list[float] | None:
+    """The training loss's class weights for `model.class_weights`: for `balanced`, n_images /
+    (n_classes * images of the class), scikit-learn's `compute_class_weight("balanced")`, so
+    that every class adds the same total weight to an epoch; a list gives one weight per class
+    in `class_names` order; `null` none."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        counts = torch.bincount(torch.as_tensor(targets), minlength=len(class_names)).tolist()
+        empty = [name for name, count in zip(class_names, counts, strict=True) if count == 0]
+        if empty:
+            raise UserError(
+                f"model.class_weights=balanced needs training images of every class; "
+                f"none of {empty}."
+            )
+        classes = np.arange(len(class_names))
+        return compute_class_weight("balanced", classes=classes, y=np.asarray(targets)).tolist()
+    if isinstance(setting, str) or len(setting) != len(class_names):
+        raise UserError(
+            f"Invalid model.class_weights={setting!r}: use balanced, null, or one weight per "
+            f"class ({len(class_names)}: {', '.join(class_names)}), e.g. "
+            f"model.class_weights=[{','.join(['1.0'] * len(class_names))}]."
+        )
+    return [float(w) for w in setting]

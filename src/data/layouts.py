@@ -29,16 +29,11 @@ class Row(NamedTuple):
     split: str | None  # None: one folder, or a CSV without a split column (src.data.splits)
 
 
-class Found(NamedTuple):
-    """The rows of a dataset, and how they were found (for messages)."""
-
-    rows: list[Row]
-    source: str  # "split folders", "one folder of class folders" or the CSV's path
-    has_splits: bool  # True when the layout itself says which split each image is in
-
-
-def find_rows(data_dir: Path, labels_csv: str | Path | None, wanted=SPLIT_NAMES) -> Found:
-    """The labelled images of the dataset in `data_dir` (or listed by `labels_csv`).
+def find_rows(data_dir: Path, labels_csv: str | Path | None, wanted=SPLIT_NAMES):
+    """The labelled images of the dataset in `data_dir` (or listed by `labels_csv`), as (rows,
+    source, has_splits): `source` says how they were found, for messages ("split folders", "one
+    folder of class folders" or the CSV's path), and `has_splits` whether the layout itself
+    says which split each image is in.
 
     With split folders only the `wanted` ones are read (`train/` and `val/` must exist when
     wanted, `test/` is optional); `src.eval` reads just the split it evaluates.
@@ -57,32 +52,29 @@ def find_rows(data_dir: Path, labels_csv: str | Path | None, wanted=SPLIT_NAMES)
             "tutorial's ants-vs-bees dataset."
         )
     has_splits = any((data_dir / split).is_dir() for split in ("train", "val"))
+    splits = [name for name in SPLIT_NAMES if name in wanted] if has_splits else [None]
     found = {}  # split -> (classes, rows, ignored)
-    if not has_splits:
-        found[None] = class_folder_rows(data_dir, data_dir, None)
-    for split in [name for name in SPLIT_NAMES if name in wanted and has_splits]:
-        if (data_dir / split).is_dir():
-            found[split] = class_folder_rows(data_dir / split, data_dir, split)
+    for split in splits:
+        if (folder := data_dir / (split or "")).is_dir():
+            found[split] = class_folder_rows(folder, data_dir, split)
         elif split != "test":
-            present = sorted(p.name for p in data_dir.iterdir())
             raise UserError(
-                f"Missing split folder {data_dir / split}. Expected {data_dir}/{split}/<class>/ "
-                f"with images (fix data.data_dir); found {present}."
+                f"Missing split folder {folder}. Expected {folder}/<class>/ with images (fix "
+                f"data.data_dir); found {sorted(p.name for p in data_dir.iterdir())}."
             )
-    classes = {split: names for split, (names, _, _) in found.items()}
-    first = next(iter(classes), None)
-    for split, names in classes.items():
-        if names != classes[first]:
+    first = next(iter(found), None)
+    for split, (names, _, _) in found.items():
+        if names != found[first][0]:
             raise UserError(
                 f"{first}/ and {split}/ in {data_dir} hold different classes: {first} has "
-                f"{classes[first]}, {split} has {names}. Every split needs the same class "
+                f"{found[first][0]}, {split} has {names}. Every split needs the same class "
                 "sub-folders."
             )
     ignored = [path for _, _, files in found.values() for path in files]
     if ignored:  # once for the whole dataset
         log.info("Ignored %d file(s) that are not images: %s", len(ignored), ", ".join(ignored))
     source = "split folders" if has_splits else "one folder of class folders"
-    return Found([row for _, rows, _ in found.values() for row in rows], source, has_splits)
+    return [row for _, rows, _ in found.values() for row in rows], source, has_splits
 
 
 def class_folder_rows(folder: Path, data_dir: Path, split: str | None):
@@ -126,8 +118,9 @@ def class_folder_rows(folder: Path, data_dir: Path, split: str | None):
     return classes, rows, ignored
 
 
-def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
-    """Rows of a CSV with a header `path,label[,split]`; paths relative to `data_dir`.
+def csv_rows(labels_csv: Path, data_dir: Path):
+    """Rows of a CSV with a header `path,label[,split]`, paths relative to `data_dir`, as
+    `find_rows` gives them.
 
     Every path must exist and appear once; split values must be train, val or test.
     """
@@ -161,8 +154,7 @@ def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
         raise UserError(f"{labels_csv}: {len(blank)} line(s) lack {need}: lines {listed(blank)}.")
     if not rows:
         raise UserError(f"{labels_csv} lists no images: add lines of path,label below its header.")
-    missing = [row.path for row in rows if not (data_dir / row.path).is_file()]
-    if missing:
+    if missing := [row.path for row in rows if not (data_dir / row.path).is_file()]:
         raise UserError(
             f"{len(missing)} of the {len(rows)} paths in {labels_csv} do not exist under "
             f"data.data_dir={data_dir}: {listed(missing)}. Paths are relative to data.data_dir."
@@ -173,7 +165,7 @@ def csv_rows(labels_csv: Path, data_dir: Path) -> Found:
             f"{len(repeated)} path(s) appear more than once in {labels_csv}: {listed(repeated)}. "
             "List each image once."
         )
-    return Found(rows, str(labels_csv), has_splits)
+    return rows, str(labels_csv), has_splits
 
 
 def listed(items: list[str], shown: int = 5) -> str:

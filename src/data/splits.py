@@ -3,7 +3,7 @@
 
 import csv
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from src.data.validation import check_images
 from src.errors import UserError
 from src.files import atomic_write
 
-FILE_NAME = "splits.csv"
+SPLITS_FILE = "splits.csv"
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,6 @@ class SplitSettings:
                 f"0..{num_folds - 1} (or null for no cross-validation)."
             )
 
-    @classmethod
-    def from_config(cls, data) -> "SplitSettings":
-        """The settings among a data config's keys; missing ones keep their defaults."""
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
-
 
 @dataclass
 class Splits:
@@ -82,13 +77,12 @@ class Splits:
             lines.append(f"  {label:<{width}}" + "".join(f"{c[label]:>7}" for c in counts.values()))
         return "\n".join(lines)
 
-    def write(self, path: str | Path) -> Path:
+    def write(self, path: str | Path) -> None:
         """Save as CSV (path,label,split): `data.labels_csv` and `build_splits` read it back."""
         with atomic_write(path) as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(Row._fields)
             writer.writerows(sorted(self.rows, key=lambda r: (SPLIT_NAMES.index(r.split), r.path)))
-        return Path(path)
 
 
 def build_splits(
@@ -108,26 +102,26 @@ def build_splits(
     """
     data_dir = Path(data_dir).expanduser()
     if splits_file is not None:
-        rows = csv_rows(Path(splits_file), data_dir).rows
+        rows, _, _ = csv_rows(Path(splits_file), data_dir)
         if any(row.split is None for row in rows):
             raise UserError(f"{splits_file} has no split column; it is not a splits.csv.")
         return Splits(data_dir, sorted({r.label for r in rows}), rows, f"as in {splits_file}")
     s = settings or SplitSettings()
-    # A fold is cut from train and val together.
-    found = find_rows(data_dir, s.labels_csv, SPLIT_NAMES if s.fold is not None else wanted)
-    rows = sorted(found.rows)  # by path: the split must not depend on the listing order
-    how = f"{found.source} ({data_dir})"
-    if found.has_splits:
+    folders = SPLIT_NAMES if s.fold is not None else wanted  # a fold is cut from train and val
+    rows, source, given = find_rows(data_dir, s.labels_csv, folders)
+    rows = sorted(rows)  # by path: the split must not depend on the listing order
+    how = f"{source} ({data_dir})"
+    if given:
         if s.test_fraction:
             raise UserError(
                 f"data.test_fraction={s.test_fraction} splits a dataset without splits, but "
-                f"this one ({found.source}) already says which split each image is in. Put "
+                f"this one ({source}) already says which split each image is in. Put "
                 "the test images in a test/ folder (or split=test rows) instead, or set "
                 "data.test_fraction=0."
             )
         for name in sorted({"train", "val"} & set(wanted) - {r.split for r in rows}):
             raise UserError(
-                f"{found.source} has no {name} images: its split column needs rows with "
+                f"{source} has no {name} images: its split column needs rows with "
                 f"split={name} (or leave the split column out to split by data.val_fraction)."
             )
     else:
@@ -138,7 +132,18 @@ def build_splits(
         rows = assign_fold(rows, s.num_folds, s.fold, s.split_seed)
         how += f"; val = fold {s.fold} of {s.num_folds} (split_seed {s.split_seed})"
     splits = Splits(data_dir, sorted({r.label for r in rows}), rows, how)
-    require_every_class_everywhere(splits, found.source, found.has_splits, s.fold)
+    counts = splits.counts()  # stop when a class has no image in some split
+    for label in splits.class_names:
+        if empty := [name for name in counts if counts[name][label] == 0]:
+            per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
+            if given and (s.fold is None or empty == ["test"]):
+                fix = f"give it images in every split in {source}"
+            else:  # each class's share of a split is rounded, and can round to none
+                fix = "add images of it, or change data.val_fraction or data.test_fraction"
+            raise UserError(
+                f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
+                f"Every class needs images in every split: {fix}."
+            )
     return splits
 
 
@@ -175,8 +180,7 @@ def assign_fold(rows: list[Row], num_folds: int, fold: int, seed: int) -> list[R
     from sklearn.model_selection import StratifiedKFold
 
     pool = sorted(r for r in rows if r.split != "test")
-    few = {label: n for label, n in class_counts(pool).items() if n < num_folds}
-    if few:
+    if few := {label: n for label, n in class_counts(pool).items() if n < num_folds}:
         raise UserError(
             f"data.num_folds={num_folds} needs at least {num_folds} images of every class "
             f"outside the test split, but {few} have fewer. Lower data.num_folds, or add "
@@ -187,23 +191,6 @@ def assign_fold(rows: list[Row], num_folds: int, fold: int, seed: int) -> list[R
     val = set(val_index.tolist())
     refolded = [r._replace(split="val" if i in val else "train") for i, r in enumerate(pool)]
     return refolded + [r for r in rows if r.split == "test"]
-
-
-def require_every_class_everywhere(splits: Splits, source: str, given: bool, fold) -> None:
-    """Stop when a class has no image in some split, naming the class and its counts."""
-    counts = splits.counts()
-    for label in splits.class_names:
-        empty = [name for name in counts if counts[name][label] == 0]
-        if empty:
-            per_split = ", ".join(f"{name} {counts[name][label]}" for name in counts)
-            if given and (fold is None or empty == ["test"]):
-                fix = f"give it images in every split in {source}"
-            else:  # each class's share of a split is rounded, and can round to none
-                fix = "add images of it, or change data.val_fraction or data.test_fraction"
-            raise UserError(
-                f"Class {label!r} has no image in the {' and '.join(empty)} split ({per_split}). "
-                f"Every class needs images in every split: {fix}."
-            )
 
 
 def class_counts(rows: list[Row]) -> dict[str, int]:

@@ -13,8 +13,6 @@ import math
 import torch
 from torch import nn
 
-from src.errors import require_extra
-
 
 def cam_figure(model, predictions, dataset, pre, indices: list[int]):
     """The images of `indices` with the map of their predicted class laid over them,
@@ -32,7 +30,6 @@ def cam_figure(model, predictions, dataset, pre, indices: list[int]):
 def overlays(model, images: torch.Tensor, classes: list[int], pre) -> list[torch.Tensor]:
     """Each image (normalised by `pre`) half and half with the Grad-CAM heat map of its class
     (grad-cam's `show_cam_on_image`), as (3, H, W) pixels in [0, 1]."""
-    require_extra("pytorch_grad_cam", "figures.cam=true")
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -70,17 +67,11 @@ def target_layer(backbone: nn.Module, image: torch.Tensor):
         return maps[-1], None
     norms = [m for m in outputs if isinstance(m, nn.LayerNorm) and len(outputs[m]) == 3]
     if len(norms) >= 3:
-        tokens = outputs[norms[-3]][1]
-        side = math.isqrt(tokens)
-        return norms[-3], lambda x: to_map(x, side)
+        side = math.isqrt(outputs[norms[-3]][1])  # of the tokens
+        # (N, tokens, C) -> (N, C, side, side): the patch tokens, without the class token (and
+        # any other tokens before them), laid out as the image grid.
+        return norms[-3], lambda x: x[:, -side * side :].unflatten(1, (side, side)).movedim(-1, 1)
     raise ValueError(
         f"{type(backbone).__name__} has neither a part whose output is a (N, C, H, W) map nor "
         "transformer blocks with LayerNorms: no layer for Grad-CAM."
     )
-
-
-def to_map(tokens: torch.Tensor, side: int) -> torch.Tensor:
-    """(N, tokens, C) -> (N, C, side, side): the patch tokens, without the class token (and
-    any other tokens before them), laid out as the image grid."""
-    patches = tokens[:, -side * side :, :]
-    return patches.reshape(len(tokens), side, side, -1).permute(0, 3, 1, 2)

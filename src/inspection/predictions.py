@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Subset
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from src.data.splits import Splits, image_split, require_classes
-from src.data.transforms import Preprocessing, build_transform, with_tta
+from src.data.transforms import Preprocessing, with_tta
 from src.data.validation import report_files
 
 
@@ -91,12 +91,6 @@ def val_images(splits, class_names, pre: Preprocessing, skip_bad_images=True, dr
     """The validation split with the evaluation transform (resize + centre crop)."""
     transform = pre.eval_transform()
     return labelled_images(splits, "val", class_names, transform, skip_bad_images, draft_size)[0]
-
-
-def train_images(splits, class_names, pre, augment, skip_bad_images=True, draft_size=None):
-    """The training split with the training augmentation `augment` (`conf/augment`)."""
-    transform = build_transform(pre, augment)
-    return labelled_images(splits, "train", class_names, transform, skip_bad_images, draft_size)[0]
 
 
 @torch.inference_mode()

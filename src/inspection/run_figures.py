@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
+from src.data.transforms import build_transform
 from src.inspection import figures
-from src.inspection.predictions import Predictions, predict_dataset, train_images, val_images
+from src.inspection.predictions import Predictions, labelled_images, predict_dataset, val_images
 from src.runs.run_dir import Run, checkpoint_preprocessing, draft_size
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ def augmented_batch(run: Run, data_dir=None, n: int = 16, seed: int = 0, dataset
     pre = run.preprocessing
     if dataset is None:
         splits = run.splits(data_dir, wanted=("train",))
-        draft = draft_size(run, pre)
-        dataset = train_images(splits, run.class_names or [], pre, run.augment, True, draft)
+        transform, draft = build_transform(pre, run.augment), draft_size(run, pre)
+        dataset = labelled_images(splits, "train", run.class_names or [], transform, True, draft)[0]
     with torch.random.fork_rng():  # the random crops and flips, without touching global state
         torch.manual_seed(seed)
         items = [dataset[i] for i in sample(len(dataset), n, seed)]

@@ -49,10 +49,14 @@ def build_backbone(
     backbone = parse_backbone(name)
     kwargs = {key: value for key, value in (kwargs or {}).items() if value is not None}
     local = weights is not None and looks_like_path(str(weights))
-    if not local:
-        check_weights(backbone, weights)
+    check_weights(backbone, weights)
     build = _timm_model if backbone.is_timm else _torchvision_model
-    net = build(backbone, None if local else weights, kwargs)
+    try:
+        net = build(backbone, None if local else weights, kwargs)
+    except (TypeError, ValueError) as err:  # a constructor argument it does not take
+        raise UserError(
+            f"Cannot build {backbone} with model.backbone_kwargs={kwargs}: {err}"
+        ) from err
     heads = classifier_prefixes(net, backbone)
     if local:
         from src.models.weights_file import load_local_weights
@@ -123,10 +127,6 @@ def _torchvision_model(backbone: BackboneName, weights: str | None, kwargs: dict
             f"Could not download the weights {weights} of {backbone} from {tv_weights.url} "
             f"({err}).\n{OFFLINE_HINT}"
         ) from err
-    except (TypeError, ValueError) as err:  # a constructor argument it does not take
-        raise UserError(
-            f"Cannot build {backbone} with model.backbone_kwargs={kwargs}: {err}"
-        ) from err
     # Inception and GoogLeNet return extra auxiliary logits while training; their
     # constructors remove them the same way when asked to.
     if getattr(net, "aux_logits", False):
@@ -186,8 +186,4 @@ def _timm_model(backbone: BackboneName, weights: str | None, kwargs: dict) -> nn
         raise UserError(
             f"Could not download the timm weights {full_name} ({type(err).__name__}: "
             f"{str(err).splitlines()[0][:200]}).\n{OFFLINE_HINT}"
-        ) from err
-    except (TypeError, ValueError) as err:
-        raise UserError(
-            f"Cannot build {backbone} with model.backbone_kwargs={kwargs}: {err}"
         ) from err

@@ -47,7 +47,9 @@ def parse_backbone(name: str) -> BackboneName:
                 "(timm.list_models('*convnext*') filters)."
             )
         return BackboneName("timm", arch, tag or None)
-    known = torchvision_models()
+    import torchvision  # its classification models (not detection, video, ...)
+
+    known = torchvision.models.list_models(module=torchvision.models)
     if name not in known:
         timm_hint = ""
         if name in timm_models():
@@ -69,29 +71,10 @@ def closest(name: str, known: list[str], prefix: str = "") -> str:
     return " Did you mean " + ", ".join(f"{prefix}{m}" for m in matches) + "?"
 
 
-def torchvision_models() -> list[str]:
-    """Names of torchvision's classification models (not detection, video, ...)."""
-    import torchvision
-
-    return torchvision.models.list_models(module=torchvision.models)
-
-
 def timm_models() -> list[str]:
     import timm
 
     return timm.list_models()
-
-
-def weights_names(backbone: BackboneName) -> list[str]:
-    """The named weights of a backbone: torchvision's enum names, or timm's pretrained tags."""
-    if backbone.is_timm:
-        import timm
-
-        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{backbone.arch}.*")]
-        return [DEFAULT_WEIGHTS, *tags] if tags else []
-    from torchvision.models import get_model_weights
-
-    return list(get_model_weights(backbone.arch).__members__)
 
 
 def looks_like_path(weights: str) -> bool:
@@ -106,7 +89,16 @@ def check_weights(backbone: BackboneName, weights: str | None) -> None:
     """A `model.weights` that is not a path must name weights of this backbone."""
     if weights is None or looks_like_path(str(weights)):
         return
-    names = weights_names(backbone)
+    # The named weights of the backbone: timm's pretrained tags, or torchvision's enum names.
+    if backbone.is_timm:
+        import timm
+
+        tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{backbone.arch}.*")]
+        names = [DEFAULT_WEIGHTS, *tags] if tags else []
+    else:
+        from torchvision.models import get_model_weights
+
+        names = list(get_model_weights(backbone.arch).__members__)
     if str(weights) in names or (backbone.tag and weights == DEFAULT_WEIGHTS):
         return  # (a tag in the backbone name says which weights DEFAULT means)
     if not names:

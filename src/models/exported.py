@@ -1,8 +1,6 @@
-"""Run a model that `src.export` wrote (ONNX or TorchScript), without Lightning or its run.
-
-It must not import Lightning: `src.predict` labels images with an ONNX file on machines that
-have only onnxruntime, torch and torchvision (a test checks it).
-"""
+"""Run a model that `src.export` wrote (ONNX or TorchScript) without its run or Lightning, which
+this module must not import: `src.predict` labels images with an ONNX file on machines that
+have only onnxruntime, torch and torchvision (a test checks it)."""
 
 import json
 import warnings
@@ -32,11 +30,9 @@ def exported_format(path: str | Path) -> str | None:
 
 
 class ExportedModel:
-    """An exported classifier: call it with normalised images to get class probabilities.
-
-    Its `class_names` and `preprocessing` come from the ONNX model's metadata
-    (`metadata_props`, which any ONNX runtime lists) or the TorchScript archive's extra files.
-    """
+    """An exported classifier: call it with normalised images to get class probabilities. Its
+    `class_names` and `preprocessing` come from the ONNX model's metadata (`metadata_props`,
+    which any ONNX runtime lists) or the TorchScript archive's extra files."""
 
     def __init__(self, path: str | Path, fmt: str | None = None) -> None:
         self.path = Path(path).expanduser()
@@ -46,8 +42,7 @@ class ExportedModel:
         if self.format not in ("onnx", "torchscript"):
             raise UserError(f"{self.path} is neither an ONNX file nor a TorchScript archive.")
         metadata = self._open_onnx() if self.format == "onnx" else self._open_torchscript()
-        missing = [key for key in METADATA_KEYS if key not in metadata]
-        if missing:
+        if missing := [key for key in METADATA_KEYS if key not in metadata]:
             raise UserError(
                 f"{self.path} lacks the {' and '.join(missing)} that src.export stores with the "
                 "model; export the checkpoint with python -m src.export to label images with it."

@@ -11,7 +11,7 @@ one that picks the best checkpoint.
 import re
 from collections.abc import Sequence
 
-from torchmetrics import ClasswiseWrapper, MaxMetric, MetricCollection, MinMetric
+from torchmetrics import ClasswiseWrapper, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
 
 from src.errors import UserError
@@ -88,19 +88,3 @@ def require_monitored(monitor: str, mode: str, metrics: MetricCollection, class_
             f"{monitor} is better when {'higher' if keys[monitor] else 'lower'}. "
             f"Add monitor_mode={right}."
         )
-
-
-def best_so_far(mode: str) -> MaxMetric | MinMetric:
-    """The running best of a metric, kept in checkpoints so that a resumed run continues it."""
-    best = MaxMetric() if mode == "max" else MinMetric()
-    best.persistent(True)
-    return best
-
-
-def restart_best(state_dict: dict, prefix: str, best: MaxMetric | MinMetric | None) -> None:
-    """Replace a checkpoint's best-so-far under `prefix` by `best`'s fresh state (none when
-    `best` is None): the checkpoint tracked another metric, whose best means nothing here."""
-    for key in [key for key in state_dict if key.startswith(prefix)]:
-        del state_dict[key]
-    if best is not None:
-        state_dict.update({prefix + key: value for key, value in best.state_dict().items()})

@@ -43,27 +43,19 @@ def backbone_stages(backbone: nn.Module) -> list[Stage]:
 
         groups = group_parameters(backbone, backbone.group_matcher(coarse=True))
         name_lists = [list(names) for names in groups.values()]
-    else:
-        name_lists = module_tree_stages(backbone)
+    else:  # a model that does not name its stages: its units, a norm joining its conv
+        name_lists, previous_leaf = [], False
+        for names, module in _units(backbone, ""):
+            leaf = not any(True for _ in module.children())
+            if name_lists and leaf and previous_leaf and isinstance(module, NORMS):
+                name_lists[-1] += names  # conv1 + bn1
+            else:
+                name_lists.append(names)
+            previous_leaf = leaf
     stages = [make_stage(backbone, names) for names in name_lists if names]
     covered = [id(p) for stage in stages for p in stage.params]
     if sorted(covered) != sorted(id(p) for p in backbone.parameters()):
         raise RuntimeError(f"Stages of {type(backbone).__name__} do not cover its parameters once.")
-    return stages
-
-
-def module_tree_stages(backbone: nn.Module) -> list[list[str]]:
-    """Parameter names of each stage of a model that does not name its stages."""
-    units = [(names, module) for names, module in _units(backbone, "")]
-    stages: list[list[str]] = []
-    previous_leaf = False
-    for names, module in units:
-        leaf = not any(True for _ in module.children())
-        if stages and leaf and previous_leaf and isinstance(module, NORMS):
-            stages[-1] += names  # conv1 + bn1
-        else:
-            stages.append(names)
-        previous_leaf = leaf
     return stages
 
 

@@ -11,6 +11,7 @@ that unfreeze the backbone in stages (`lp_ft`, `gradual`) are callbacks in
 
 import warnings
 from collections.abc import Sequence
+from contextlib import nullcontext
 from functools import cached_property
 
 import torch
@@ -18,11 +19,11 @@ from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.nn import functional as F
-from torchmetrics import MaxMetric, MeanMetric, MetricCollection
+from torchmetrics import MaxMetric, MeanMetric, MetricCollection, MinMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from src.models.backbone import build_backbone
-from src.models.metrics import best_so_far, require_monitored, restart_best, split_metrics
+from src.models.metrics import require_monitored, split_metrics
 
 # Lightning warns of modules in eval mode; a frozen backbone's are on purpose (see `train`).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -96,8 +97,6 @@ class TransferLearningModel(LightningModule):
             self.backbone.to(memory_format=torch.channels_last)
 
         self.loss = instantiate(loss)
-        if class_weights is not None and len(class_weights) != num_classes:
-            raise ValueError(f"{len(class_weights)} class weights for {num_classes} classes")
         # Derived from the data and saved in the hyper-parameters, not in the state dict:
         # checkpoints with and without class weights load into either model.
         weight = None if class_weights is None else torch.tensor(class_weights)
@@ -111,7 +110,10 @@ class TransferLearningModel(LightningModule):
         self.val_acc_best.persistent(True)  # resuming keeps the best-so-far
         require_monitored(monitor, monitor_mode, self.val_metrics, names)
         self.monitor = monitor
-        self.monitor_best = None if monitor == "val/acc" else best_so_far(monitor_mode)
+        self.monitor_best = None  # the running best of `monitor` (resuming continues it)
+        if monitor != "val/acc":
+            self.monitor_best = MaxMetric() if monitor_mode == "max" else MinMetric()
+            self.monitor_best.persistent(True)
 
     @cached_property
     def stages(self) -> list:
@@ -145,10 +147,8 @@ class TransferLearningModel(LightningModule):
         """Backbone output (N, width) for a batch of normalised images (N, 3, H, W)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.backbone_frozen:
-            with torch.no_grad():
-                return self.backbone(images)
-        return self.backbone(images)
+        with torch.no_grad() if self.backbone_frozen else nullcontext():
+            return self.backbone(images)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Class logits for images (N, 3, H, W), or for backbone features (N, width) that
@@ -193,10 +193,14 @@ class TransferLearningModel(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Continue from a checkpoint saved with another `monitor` (`ckpt_path=`, or `resume=`
         with a new monitor): this run's best of its own metric starts afresh."""
-        upgrade_state_dict(checkpoint["state_dict"])
+        state_dict = checkpoint["state_dict"]
+        upgrade_state_dict(state_dict)
         saved = (checkpoint.get("hyper_parameters") or {}).get("monitor", "val/acc")
-        if saved != self.monitor:
-            restart_best(checkpoint["state_dict"], "monitor_best.", self.monitor_best)
+        if saved != self.monitor:  # the checkpoint's best-so-far (if any) is this model's fresh one
+            fresh = {k: v for k, v in self.state_dict().items() if k.startswith("monitor_best.")}
+            for key in [key for key in state_dict if key.startswith("monitor_best.")]:
+                del state_dict[key]
+            state_dict.update(fresh)
 
     def test_step(self, batch, batch_idx: int) -> None:
         self.update_metrics(batch, self.test_loss, self.test_metrics)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.models import get_model_weights
 
 from src.errors import UserError
 from src.models.backbone import OFFLINE_HINT
@@ -39,8 +40,10 @@ def load_local_weights(
     mismatch = state_dict_mismatch(expected, state_dict)
     if mismatch:
         renamed = " Same tensors under other names: add model.weights_by_position=true."
+        # torchvision's architectures as their weights enum names them (`ResNet18`).
+        name = str(backbone) if backbone.is_timm else get_model_weights(backbone.arch).__name__
         raise UserError(
-            f"model.weights file {path} does not hold {display_name(backbone)} weights: "
+            f"model.weights file {path} does not hold {name.removesuffix('_Weights')} weights: "
             f"{mismatch}. Use weights saved from the same architecture as model.backbone."
             + ("" if by_position else renamed)
         )
@@ -117,12 +120,3 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         k.removeprefix("backbone."): v for k, v in loaded.items() if k.startswith("backbone.")
     }
     return backbone or loaded
-
-
-def display_name(backbone: BackboneName) -> str:
-    """`ResNet18` for torchvision's resnet18 (its weights enum's name), the name otherwise."""
-    if backbone.is_timm:
-        return str(backbone)
-    from torchvision.models import get_model_weights
-
-    return get_model_weights(backbone.arch).__name__.removesuffix("_Weights")

@@ -1,5 +1,5 @@
-"""Continue an interrupted run in its own directory: `python -m src.train resume=DIR` re-runs
-DIR's recorded overrides (those given beside it win) with `ckpt_path=last`."""
+"""Continue an interrupted run or multirun in its own directory: `python -m src.train [-m]
+resume=DIR` re-runs DIR's recorded overrides (those given beside it win) with `ckpt_path=last`."""
 
 import csv
 import logging
@@ -8,10 +8,11 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.fabric.utilities.logger import _flatten_dict
 from omegaconf import OmegaConf
 
 from src.errors import UserError
-from src.runs.run_dir import multirun_dir, override_key, read_yaml
+from src.runs.run_dir import SWEEP_FILE, multirun_dir, override_key, read_yaml
 from src.runs.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -21,31 +22,32 @@ RUN_KEYS = {"hydra.run.dir", "ckpt_path", "resume"}
 
 
 def resume_overrides(args: list[str]) -> list[str]:
-    """Expand `resume=DIR` in a command line into the overrides that continue DIR."""
+    """Expand `resume=DIR` in a command line into the overrides that continue DIR, a run or a
+    multirun: its recorded overrides without the keys `args` set, then `args`, where it runs
+    and `ckpt_path=last` (unless `args` name a checkpoint)."""
     given = [a for a in args if a.startswith("resume=")]
     if not given:
         return args
     run_dir = Path(given[-1].split("=", 1)[1]).expanduser()
-    if (run_dir / "multirun.yaml").is_file():
-        from src.runs.sweep import sweep_resume_overrides
-
-        return sweep_resume_overrides(run_dir, args)
-    recorded = run_dir / ".hydra" / "overrides.yaml"
-    if not recorded.is_file():
+    overrides_file = run_dir / ".hydra" / "overrides.yaml"
+    skip, where, multirun = RUN_KEYS, f"hydra.run.dir={run_dir}", []
+    if (run_dir / SWEEP_FILE).is_file():  # each job continues from its own last.ckpt
+        # As written: an override such as `key=${hydra:job.num}` is resolved in each job.
+        recorded = read_yaml(run_dir / SWEEP_FILE)["hydra"]["overrides"]
+        recorded = [*recorded["hydra"], *recorded["task"]]
+        args = [a for a in args if a not in given and a not in ("-m", "--multirun")]
+        skip = {"hydra.sweep.dir", "hydra.mode", "resume", "ckpt_path"}
+        where, multirun = f"hydra.sweep.dir={run_dir}", ["--multirun"]
+    elif (recorded := read_yaml(overrides_file)) is None:
         raise UserError(
-            f"resume={run_dir}: no run to continue there (expected {recorded}, or "
-            f"{run_dir / 'multirun.yaml'} for a multirun). Pass the directory of an earlier "
+            f"resume={run_dir}: no run to continue there (expected {overrides_file}, or "
+            f"{run_dir / SWEEP_FILE} for a multirun). Pass the directory of an earlier "
             "run, e.g. logs/runs/<date_time>, or of a multirun, e.g. logs/multiruns/<date_time>."
         )
-    return continue_overrides(read_yaml(recorded), args, RUN_KEYS, f"hydra.run.dir={run_dir}")
-
-
-def continue_overrides(recorded: list[str], args: list[str], skip: set, where: str) -> list[str]:
-    """`recorded` without the keys in `skip` and those `args` set, then `args`, `where` and
-    `ckpt_path=last` (unless `args` name a checkpoint)."""
     new_keys = {override_key(a) for a in args if "=" in a}
     old = [o for o in recorded if override_key(o) not in new_keys | skip]
-    return [*old, *args, where, *([] if "ckpt_path" in new_keys else ["ckpt_path=last"])]
+    last = [] if "ckpt_path" in new_keys else ["ckpt_path=last"]
+    return [*multirun, *old, *args, where, *last]
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> Path | None:
@@ -53,8 +55,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> Path | None:
     (train from the start) when the run has none yet, as Lightning's own `ckpt_path="last"`."""
     if ckpt_path is None or str(ckpt_path) != "last":
         return None if ckpt_path is None else Path(ckpt_path).expanduser()
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    if (last := output_dir / "checkpoints" / "last.ckpt").is_file():
         return last
     log.info("ckpt_path=last: no %s yet; training from the start.", last)
     return None
@@ -89,21 +90,10 @@ def in_multirun() -> bool:
 def config_changes(before: dict, now: dict) -> list[str]:
     """`key: old before, new now` for every value that differs, except the keys that name
     where and how a run is started (ckpt_path, resume, paths.output_dir)."""
-    old, new = flat_dict(before), flat_dict(now)
+    old, new = _flatten_dict(before, "."), _flatten_dict(now, ".")
     keys = (old.keys() | new.keys()) - {"ckpt_path", "resume", "paths.output_dir"}
     changed = sorted(k for k in keys if old.get(k) != new.get(k))
     return [f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in changed]
-
-
-def flat_dict(node: dict, prefix: str = "") -> dict:
-    """Nested dicts as one: {"optimizer.lr": 0.001, ...} (an empty dict stays a value)."""
-    flat = {}
-    for key, value in node.items():
-        if isinstance(value, dict) and value:
-            flat.update(flat_dict(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def continue_from(ckpt_path: Path, model, loggers: list) -> None:
@@ -115,11 +105,12 @@ def continue_from(ckpt_path: Path, model, loggers: list) -> None:
 
     checkpoint = load_checkpoint(ckpt_path, model.hparams.num_classes, model.hparams.backbone)
     require_same_shapes(model, checkpoint, ckpt_path)
+    epoch, step = checkpoint["epoch"], checkpoint["global_step"]
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             # The SummaryWriter made on first use gets the logger's kwargs and writes the purge
             # marker (readers hide later events); one re-opened for the figures must not.
-            logger._kwargs["purge_step"] = checkpoint["global_step"]
+            logger._kwargs["purge_step"] = step
             logger.experiment  # noqa: B018
             del logger._kwargs["purge_step"]
         path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
@@ -128,21 +119,18 @@ def continue_from(ckpt_path: Path, model, loggers: list) -> None:
         with open(path, newline="") as f:
             lines = f.readlines()
         reader = csv.DictReader(lines)
-        rows = zip(lines[1:], reader, strict=True)
-        kept = [line for line, row in rows if trained_before(row, checkpoint)]
+        # Epoch rows up to the checkpoint's epoch; epoch-less rows (lr) before its step.
+        kept = [
+            line
+            for line, row in zip(lines[1:], reader, strict=True)
+            if (int(row["epoch"]) <= epoch if row.get("epoch") else int(row["step"]) < step)
+        ]
         with warnings.catch_warnings():  # "Previous log files ... will be deleted"
             warnings.simplefilter("ignore")
             writer = logger.experiment  # creating it deletes metrics.csv: write back the rows
         with open(path, "w", newline="") as f:
             f.writelines(lines[:1] + kept)
         writer.metrics_keys = reader.fieldnames or []  # later rows append under the same columns
-
-
-def trained_before(row: dict, checkpoint: dict) -> bool:
-    """Epoch rows up to the checkpoint's epoch; epoch-less rows (lr) before its step."""
-    if row.get("epoch"):
-        return int(row["epoch"]) <= checkpoint["epoch"]
-    return int(row["step"]) < checkpoint["global_step"]
 
 
 class RunInterrupted(Exception):

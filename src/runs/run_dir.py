@@ -2,20 +2,21 @@
 are found through the run's own directory, so a run that was moved or copied still loads."""
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from src.data.splits import FILE_NAME as SPLITS_FILE
-from src.data.splits import SPLIT_NAMES, Splits, SplitSettings, build_splits
+from src.data.splits import SPLIT_NAMES, SPLITS_FILE, Splits, SplitSettings, build_splits
 from src.data.transforms import Augment, Preprocessing
 from src.errors import UserError
 from src.runs.summary import RunSummary, read_json
 
 # Written into a multirun job's directory when the job ends (see src.runs.sweep).
 STATUS_FILE = "job_status.json"
+# A multirun's config, with its command-line arguments, at its root (see src.runs.sweep).
+SWEEP_FILE = "multirun.yaml"
 
 
 @dataclass
@@ -81,17 +82,14 @@ class Run:
         if self.summary is not None and self.summary.preprocessing:
             return Preprocessing(**self.summary.preprocessing)
         data = self.config.get("data", {})
-        sizes = {"image_size": data.get("image_size") or 224}
-        return Preprocessing(**sizes, resize_size=data.get("resize_size") or 256)
+        return Preprocessing(data.get("image_size") or 224, data.get("resize_size") or 256)
 
     @property
     def augment(self) -> Augment:
-        """The run's training augmentation (`conf/augment`; the tutorial's for a run of an
-        older version of the template)."""
+        """The run's training augmentation (`conf/augment`)."""
         from hydra.utils import instantiate
 
-        config = self.config.get("augment")
-        return instantiate(config) if config else Augment()
+        return instantiate(self.config["augment"])
 
     def splits(self, data_dir: str | Path | None = None, wanted=SPLIT_NAMES) -> Splits:
         """The split this run trained on: its splits.csv over its data folder; with `data_dir`
@@ -104,7 +102,8 @@ class Run:
         recorded = self.path / SPLITS_FILE
         if data_dir is None and recorded.is_file():
             return build_splits(folder, splits_file=recorded)
-        return build_splits(folder, SplitSettings.from_config(data), wanted=wanted)
+        settings = {f.name: data[f.name] for f in fields(SplitSettings) if f.name in data}
+        return build_splits(folder, SplitSettings(**settings), wanted=wanted)
 
     def metrics(self) -> dict[str, dict[int, float]]:
         """Per-epoch metrics from csv/metrics.csv: {"val/acc": {epoch: value}, ...}."""
@@ -123,22 +122,17 @@ def read_metrics(path: Path) -> dict[str, dict[int, float]]:
         )
     metrics: dict[str, dict[int, float]] = {}
     waiting: list[dict] = []  # rows without an epoch, and the row that gives it
-    epoch = -1
-
-    def add(epoch: int) -> None:
-        for row in waiting:
-            for key, value in row.items():
-                if key not in ("epoch", "step") and value not in ("", None):
-                    metrics.setdefault(key, {})[epoch] = float(value)
-        waiting.clear()
-
     with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            waiting.append(row)
-            if row.get("epoch"):
-                epoch = int(float(row["epoch"]))
-                add(epoch)
-    add(epoch + 1)  # an epoch that started but logged nothing else
+        rows = list(csv.DictReader(f))
+    last = max((int(float(row["epoch"])) for row in rows if row.get("epoch")), default=-1)
+    for row in [*rows, {"epoch": str(last + 1)}]:  # and an epoch that logged nothing else yet
+        waiting.append(row)
+        if row.get("epoch"):
+            for waited in waiting:
+                for key, value in waited.items():
+                    if key not in ("epoch", "step") and value not in ("", None):
+                        metrics.setdefault(key, {})[int(float(row["epoch"]))] = float(value)
+            waiting.clear()
     return metrics
 
 

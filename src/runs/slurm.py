@@ -51,15 +51,15 @@ class SlurmJobs(Callback):
     batch, and requeues the job while it has restarts left (`max_num_timeout`); a job that
     failed or will not run again is reported to the sweep with the paths of its logs."""
 
-    def __init__(self) -> None:
-        self.warned = False  # SIGUSR2 came: the time limit is near
+    warned = False  # SIGUSR2 came: the time limit is near
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        problem = submission_problem(config.hydra.launcher)
-        if problem:
+        if problem := submission_problem(config.hydra.launcher):
             log.error("%s", problem)
             raise SystemExit(2)
-        if not has_accounting() and not isinstance(SlurmJob.watcher, SqueueWatcher):
+        # submitit's job watcher calls sacct, which a cluster without job accounting lacks.
+        no_sacct = "accounting_storage/none" in (slurm(["scontrol", "show", "config"]) or "")
+        if no_sacct and not isinstance(SlurmJob.watcher, SqueueWatcher):
             SlurmJob.watcher = SqueueWatcher(delay_s=60)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -67,8 +67,18 @@ class SlurmJobs(Callback):
             return
         warning = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
         signal.signal(warning, self.stop_before_time_limit)
-        if task_rank() > 0:  # rank 0 writes train.log, as Lightning's own DDP launcher does
-            log_to(Path(config.hydra.runtime.output_dir) / f"train_ddp_process_{task_rank()}.log")
+        if task_rank() == 0:  # rank 0 writes train.log, as Lightning's own DDP launcher does
+            return
+        # The other tasks send their log file output to a file of their own.
+        path = Path(config.hydra.runtime.output_dir) / f"train_ddp_process_{task_rank()}.log"
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            replacement = logging.FileHandler(path)
+            replacement.setFormatter(handler.formatter)
+            replacement.setLevel(handler.level)
+            root.removeHandler(handler)
+            handler.close()
+            root.addHandler(replacement)
 
     def stop_before_time_limit(self, signum, frame) -> None:
         if not self.warned:
@@ -157,25 +167,6 @@ def submission_problem(launcher: DictConfig) -> str | None:
         "hydra.launcher.cpus_per_task, hydra.launcher.mem_per_cpu (or mem_gb), "
         "trainer.devices, or GPUs only with trainer=gpu / trainer=ddp."
     )
-
-
-def has_accounting() -> bool:
-    """Whether this cluster keeps job accounting, which submitit's sacct calls need."""
-    config = slurm(["scontrol", "show", "config"])
-    return config is None or "accounting_storage/none" not in config
-
-
-def log_to(path: Path) -> None:
-    """Send this process's log file output to `path` instead of the run's train.log."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler):
-            replacement = logging.FileHandler(path)
-            replacement.setFormatter(handler.formatter)
-            replacement.setLevel(handler.level)
-            root.removeHandler(handler)
-            handler.close()
-            root.addHandler(replacement)
 
 
 class SqueueWatcher(SlurmInfoWatcher):

@@ -76,18 +76,15 @@ class RunSummary:
     def check_optimized(self, logged) -> None:
         """Stop when a finished run's `optimized_metric` names no metric in `logged`: a
         sweep would have nothing to optimise."""
-        if self.optimized_value is not None or self.interrupted:
-            return
-        raise UserError(
-            f"optimized_metric={self.optimized_metric} was never logged, so a sweep has "
-            f"nothing to optimise (summary.json is written). Choose one of the logged "
-            f"metrics: {', '.join(sorted(logged))}."
-        )
+        if self.optimized_value is None and not self.interrupted:
+            raise UserError(
+                f"optimized_metric={self.optimized_metric} was never logged, so a sweep has "
+                f"nothing to optimise (summary.json is written). Choose one of the logged "
+                f"metrics: {', '.join(sorted(logged))}."
+            )
 
-    def write(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / FILE_NAME
-        write_text_atomic(path, json.dumps(asdict(self), indent=2) + "\n")
-        return path
+    def write(self, run_dir: str | Path) -> None:
+        write_text_atomic(Path(run_dir) / FILE_NAME, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
     def read(cls, run_dir: str | Path) -> "RunSummary | None":
@@ -96,9 +93,6 @@ class RunSummary:
         data = read_json(Path(run_dir) / FILE_NAME)
         known = {f.name for f in fields(cls)}
         return None if data is None else cls(**{k: v for k, v in data.items() if k in known})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
     def best_ckpt_path(self, run_dir: str | Path) -> Path | None:
         """The best checkpoint's file inside `run_dir/checkpoints` (where the run wrote it)."""
@@ -117,10 +111,9 @@ class RunSummary:
         test_monitor = "test/" + monitor.removeprefix("val/")  # e.g. test/f1_macro
         if monitor != "val/acc" and test_monitor in self.test_metrics:
             test += f", {test_monitor} {self.test_metrics[test_monitor]:.4f}"
-        fit = 0.0 if self.fit_time_s is None else self.fit_time_s
         return (
-            f"Result: {self.strategy} best {monitor} {value}{where}{test} "
-            f"({self.epochs_trained} epochs, {fit:.1f} s); run directory {run_dir}"
+            f"Result: {self.strategy} best {monitor} {value}{where}{test} ({self.epochs_trained} "
+            f"epochs, {self.fit_time_s or 0.0:.1f} s); run directory {run_dir}"
         )
 
 

@@ -1,6 +1,5 @@
 """What a multirun adds to its jobs, as Hydra callbacks that `conf/hydra/default.yaml` attaches
-(they do nothing in a single run), and the command line of `python -m src.train -m resume=DIR`,
-which continues a multirun in its directory: each job from its `last.ckpt`."""
+(they do nothing in a single run)."""
 
 import json
 import logging
@@ -17,13 +16,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from src.files import write_text_atomic
-from src.runs.resume import RunInterrupted, continue_overrides
-from src.runs.run_dir import STATUS_FILE, multirun_dir
+from src.runs.resume import RunInterrupted
+from src.runs.run_dir import STATUS_FILE, SWEEP_FILE, multirun_dir
 from src.runs.sweep_summary import write_sweep_summary
 
 log = logging.getLogger(__name__)
-
-SWEEP_FILE = "multirun.yaml"
 
 
 def reports(config: DictConfig) -> bool:
@@ -94,26 +91,14 @@ class JobCommandLine(Callback):
         if config.hydra.mode == RunMode.MULTIRUN:
             hydra_cfg = HydraConfig.get()
             self._saved = sys.argv, hydra_cfg.run.dir
-            job_argv = [sys.argv[0], *hydra_cfg.overrides.task]
-            self._set(hydra_cfg, job_argv, hydra_cfg.runtime.output_dir)
+            self._set([sys.argv[0], *hydra_cfg.overrides.task], hydra_cfg.runtime.output_dir)
 
     def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:
-            self._set(HydraConfig.get(), *self._saved)
+            self._set(*self._saved)
 
     @staticmethod
-    def _set(hydra_cfg, argv: list[str], run_dir: str) -> None:
-        sys.argv = argv
+    def _set(argv: list[str], run_dir: str) -> None:
+        sys.argv, hydra_cfg = argv, HydraConfig.get()
         with read_write(hydra_cfg.run):
             hydra_cfg.run.dir = run_dir
-
-
-def sweep_resume_overrides(sweep_dir: Path, args: list[str]) -> list[str]:
-    """The command line that continues the multirun in `sweep_dir`: its recorded arguments, those
-    in `args` replacing them key by key, `hydra.sweep.dir=<sweep_dir>` and `ckpt_path=last`."""
-    # As written: an override such as `key=${hydra:job.num}` is resolved in each job, not here.
-    recorded = OmegaConf.to_container(OmegaConf.load(sweep_dir / SWEEP_FILE).hydra.overrides)
-    given = [a for a in args if not a.startswith("resume=") and a not in ("-m", "--multirun")]
-    skip = {"hydra.sweep.dir", "hydra.mode", "resume", "ckpt_path"}
-    recorded, where = [*recorded["hydra"], *recorded["task"]], f"hydra.sweep.dir={sweep_dir}"
-    return ["--multirun", *continue_overrides(recorded, given, skip, where)]

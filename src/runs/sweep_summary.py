@@ -80,35 +80,31 @@ def group_jobs(rows: list[dict]) -> list[dict]:
     """One row per group of jobs (`sweep_rows`) whose overrides differ only in `seed` and
     `data.fold`, best mean best val/acc first. Only completed jobs count: `n` of them;
     `incomplete` jobs failed or never finished. `_std` is the sample standard deviation."""
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[tuple, tuple[str, list[dict]]] = {}  # the first job's kept overrides, jobs
     for row in sorted(rows, key=lambda row: job_key(Path(row["job"]))):
-        groups.setdefault(tuple(sorted(_kept(row))), []).append(row)
-    table = [_group_row(members) for members in groups.values()]
+        kept = [o for o in row["overrides"].split() if override_key(o) not in AVERAGED_OVER]
+        groups.setdefault(tuple(sorted(kept)), (" ".join(kept), []))[1].append(row)
+    table = []
+    for overrides, members in groups.values():  # count, mean and std of the completed jobs
+        done = [row for row in members if row["status"] == "completed"]
+        group = {
+            "overrides": overrides,
+            "n": sum(row["best_val_acc"] is not None for row in done),
+            "monitor": " ".join(sorted({row["monitor"] for row in done if row["monitor"]})),
+            "incomplete": len(members) - len(done),
+            "jobs": " ".join(row["job"] for row in members),
+        }
+        for result in RESULTS:
+            values = [row[result] for row in done if row[result] is not None]
+            group[f"{result}_mean"] = statistics.fmean(values) if values else None
+            group[f"{result}_std"] = statistics.stdev(values) if len(values) > 1 else None
+        # What the mean is over: the values of seed and of data.fold.
+        given = [o for row in done for o in row["overrides"].split()]
+        pairs = [(override_key(o), o.partition("=")[2]) for o in given]
+        for key, column in (("seed", "seeds"), ("data.fold", "folds")):
+            group[column] = " ".join(dict.fromkeys(v for k, v in pairs if k == key))
+        table.append(group)
     return sorted(table, key=lambda g: (g["n"] == 0, -(g["best_val_acc_mean"] or 0.0)))
-
-
-def _kept(row: dict) -> list[str]:
-    return [o for o in row["overrides"].split() if override_key(o) not in AVERAGED_OVER]
-
-
-def _group_row(members: list[dict]) -> dict:
-    """Count, mean and std of the completed jobs among `members`."""
-    done = [row for row in members if row["status"] == "completed"]
-    group = {
-        "overrides": " ".join(_kept(members[0])),
-        "n": sum(row["best_val_acc"] is not None for row in done),
-        "monitor": " ".join(sorted({row["monitor"] for row in done if row["monitor"]})),
-        "incomplete": len(members) - len(done),
-        "jobs": " ".join(row["job"] for row in members),
-    }
-    for result in RESULTS:
-        values = [row[result] for row in done if row[result] is not None]
-        group[f"{result}_mean"] = statistics.fmean(values) if values else None
-        group[f"{result}_std"] = statistics.stdev(values) if len(values) > 1 else None
-    for key, column in (("seed", "seeds"), ("data.fold", "folds")):  # what the mean is over
-        found = (o.partition("=") for row in done for o in row["overrides"].split())
-        group[column] = " ".join(dict.fromkeys(v for k, _, v in found if override_key(k) == key))
-    return group
 
 
 def shared_overrides(rows: list[dict]) -> list[str]:

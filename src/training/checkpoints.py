@@ -36,7 +36,10 @@ class EveryEpochLastCheckpoint(ModelCheckpoint):
 
     def __init__(self, *args, filename: str | None = None, monitor: str | None = None, **kwargs):
         if filename is None and monitor is not None:
-            filename = best_checkpoint_name(monitor)
+            # `best-epoch{epoch:03d}-acc{val/acc:.4f}` for `val/acc`: the metric's name without
+            # its `val/` and with `_` for `/` (a `/` would make a sub-folder), then its value.
+            tag = monitor.removeprefix("val/").replace("/", "_").replace(" ", "_")
+            filename = f"best-epoch{{epoch:03d}}-{tag}{{{monitor}:.4f}}"
         super().__init__(*args, filename=filename, monitor=monitor, **kwargs)
 
     def on_validation_end(self, trainer, pl_module) -> None:
@@ -53,10 +56,3 @@ class EveryEpochLastCheckpoint(ModelCheckpoint):
         # Skips fast_dev_run, sanity checks, validate(), and a step already saved.
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-
-def best_checkpoint_name(monitor: str) -> str:
-    """`best-epoch{epoch:03d}-acc{val/acc:.4f}` for `val/acc`: the metric's name without its
-    `val/` and with `_` for `/` (a `/` would make a sub-folder), then its value."""
-    tag = monitor.removeprefix("val/").replace("/", "_").replace(" ", "_")
-    return f"best-epoch{{epoch:03d}}-{tag}{{{monitor}:.4f}}"

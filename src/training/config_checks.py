@@ -31,8 +31,20 @@ def check_config(cfg: DictConfig) -> None:
     for tracker in ("mlflow", "wandb"):  # the trackers beyond CSV and TensorBoard are extras
         if OmegaConf.select(cfg, f"logger.{tracker}") is not None:
             require_extra(tracker, f"logger={tracker}")
-    check_strategy(OmegaConf.select(cfg, "trainer.strategy"))
-    if OmegaConf.select(cfg, "data.cache_features") and not head_trains_alone_first(cfg):
+    # Refuse Lightning strategies whose training processes are not runs of this command.
+    strategy = OmegaConf.select(cfg, "trainer.strategy")
+    if isinstance(strategy, str) and any(k in strategy for k in ("spawn", "fork", "notebook")):
+        raise UserError(
+            f"trainer.strategy={strategy} trains in processes started from this one, whose "
+            "epochs and checkpoints it then does not see (summary.json would report none). "
+            "Use trainer=ddp_cpu (2 processes on the CPU) or trainer=ddp (GPUs): Lightning's "
+            "DDP starts every process as a run of this command."
+        )
+    # Cached features need a run that starts with a frozen backbone.
+    name, probes = cfg.strategy.get("name"), cfg.strategy.get("probe_epochs", 0)
+    probe = name == "lp_ft" and probes >= 1
+    frozen_start = cfg.strategy.get("freeze_backbone") or probe or name == "gradual"
+    if OmegaConf.select(cfg, "data.cache_features") and not frozen_start:
         raise UserError(
             "data.cache_features=true needs strategy=frozen, or a strategy that starts with "
             "a frozen backbone: lp_ft with strategy.probe_epochs >= 1, or gradual. A "
@@ -49,17 +61,6 @@ def check_config(cfg: DictConfig) -> None:
                 f"monitor={cfg.monitor}: set monitor={checkpoint_monitor} instead, so that the "
                 "summary, the Result line and the sweep objective follow the same metric."
             )
-
-
-def check_strategy(strategy) -> None:
-    """Refuse Lightning strategies whose training processes are not runs of this command."""
-    if isinstance(strategy, str) and any(k in strategy for k in ("spawn", "fork", "notebook")):
-        raise UserError(
-            f"trainer.strategy={strategy} trains in processes started from this one, whose "
-            "epochs and checkpoints it then does not see (summary.json would report none). "
-            "Use trainer=ddp_cpu (2 processes on the CPU) or trainer=ddp (GPUs): Lightning's "
-            "DDP starts every process as a run of this command."
-        )
 
 
 def valid_class_weights(value) -> bool:
@@ -91,16 +92,6 @@ def check_phases(cfg: DictConfig) -> None:
             f"unfrozen at epoch {every}, but trainer.max_epochs={max_epochs} ends before it, so "
             "the backbone never trains. Use a smaller value, or strategy=frozen."
         )
-
-
-def head_trains_alone_first(cfg: DictConfig) -> bool:
-    """Whether the run starts with a frozen backbone (what cached features need)."""
-    strategy = cfg.strategy
-    if strategy.get("freeze_backbone"):
-        return True
-    if strategy.get("name") == "lp_ft":
-        return strategy.get("probe_epochs", 0) >= 1
-    return strategy.get("name") == "gradual"
 
 
 def require(cfg: DictConfig, key: str, ok, expected: str) -> None:

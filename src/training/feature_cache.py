@@ -48,38 +48,23 @@ class CacheFeatures(Callback):
         # The config check (src.training.config_checks) already required a frozen start.
         staged = [c for c in trainer.callbacks if isinstance(c, StagedFinetuning)]
         self.until = staged[0].head_only_epochs if staged else None
-        datamodule = trainer.datamodule
+        datamodule, limit = trainer.datamodule, trainer.limit_val_batches
         if self.until is not None and self.first_epoch >= self.until:
             datamodule.use_images()  # resumed after the frozen epochs
             return
-        context = trainer.precision_plugin.forward_context
-        device, training = pl_module.device, pl_module.training
-        if not self.train:
-            self.cache_validation(trainer, pl_module)
-            return
+        if not self.train and not (isinstance(limit, float) and limit == 1.0):
+            return  # validation cut short
+        features, device, training = pl_module.features, pl_module.device, pl_module.training
+        context, val_set = trainer.precision_plugin.forward_context, datamodule.val_set
         pl_module.eval()
-        datamodule.use_features(
-            train=extract_features(pl_module.features, datamodule.train_set, device, context),
-            val=extract_features(pl_module.features, datamodule.val_set, device, context),
-        )
+        if self.train:
+            train = extract_features(features, datamodule.train_set, device, context)
+            datamodule.use_features(train, extract_features(features, val_set, device, context))
+        else:
+            with torch.random.fork_rng(devices=[]):  # a loader's start draws a random seed
+                val = extract_features(features, val_set, device, context, datamodule.batch_size)
+            datamodule.use_features(val=val)
         pl_module.train(training)
-
-    def cache_validation(self, trainer, pl_module) -> None:
-        limit = trainer.limit_val_batches
-        if not (isinstance(limit, float) and limit == 1.0):
-            return
-        datamodule, training = trainer.datamodule, pl_module.training
-        pl_module.eval()
-        with torch.random.fork_rng(devices=[]):  # a loader's start draws a random seed
-            val = extract_features(
-                pl_module.features,
-                datamodule.val_set,
-                pl_module.device,
-                trainer.precision_plugin.forward_context,
-                datamodule.batch_size,
-            )
-        pl_module.train(training)
-        datamodule.use_features(val=val)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if self.until is not None and trainer.current_epoch + 1 == self.until:

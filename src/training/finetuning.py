@@ -33,15 +33,12 @@ class StagedFinetuning(BaseFinetuning):
 
     strategy = ""  # the strategy= option that selects it
 
-    def __init__(self, backbone_lr_ratio: float) -> None:
+    def __init__(self, backbone_lr_ratio: float, head_only_epochs: int) -> None:
         super().__init__()
         self.backbone_lr_ratio = backbone_lr_ratio
+        # Epochs at the start in which the backbone is frozen (what cached features need).
+        self.head_only_epochs = head_only_epochs
         self.opened: list[str] = []  # names of the stages that train, in the order opened
-
-    @property
-    def head_only_epochs(self) -> int:
-        """Epochs at the start in which the backbone is frozen (what cached features need)."""
-        raise NotImplementedError
 
     def stages_open(self, epoch: int, num_stages: int) -> int:
         """How many stages, counted from the top, train in `epoch`."""
@@ -147,15 +144,10 @@ class LinearProbeThenFinetune(StagedFinetuning):
     strategy = "lp_ft"
 
     def __init__(self, probe_epochs: int = 5, backbone_lr_ratio: float = 0.1) -> None:
-        super().__init__(backbone_lr_ratio)
-        self.probe_epochs = probe_epochs
-
-    @property
-    def head_only_epochs(self) -> int:
-        return self.probe_epochs
+        super().__init__(backbone_lr_ratio, head_only_epochs=probe_epochs)
 
     def stages_open(self, epoch: int, num_stages: int) -> int:
-        return num_stages if epoch >= self.probe_epochs else 0
+        return num_stages if epoch >= self.head_only_epochs else 0
 
 
 class GradualUnfreezing(StagedFinetuning):
@@ -165,12 +157,7 @@ class GradualUnfreezing(StagedFinetuning):
     strategy = "gradual"
 
     def __init__(self, unfreeze_every: int = 1, backbone_lr_ratio: float = 1.0) -> None:
-        super().__init__(backbone_lr_ratio)
-        self.unfreeze_every = unfreeze_every
-
-    @property
-    def head_only_epochs(self) -> int:
-        return self.unfreeze_every
+        super().__init__(backbone_lr_ratio, head_only_epochs=unfreeze_every)
 
     def stages_open(self, epoch: int, num_stages: int) -> int:
-        return min(num_stages, epoch // self.unfreeze_every)
+        return min(num_stages, epoch // self.head_only_epochs)

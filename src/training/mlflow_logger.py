@@ -22,40 +22,34 @@ class MLflowLogger(MLFlowLogger):
     """`MLFlowLogger` with one MLflow run per run directory (tagged `run_dir`, and `sweep_dir` in
     a sweep), named after it by default; a SQLite store keeps artifacts in `mlflow-artifacts/`
     beside its file. MLflow can neither change a parameter nor delete a metric, so a continued
-    run keeps its parameters' first values and skips the metric steps it already holds."""
+    run keeps its parameters' first values and skips the metric steps it already holds. Its
+    arguments are `MLFlowLogger`'s, and `run_dir`."""
 
-    def __init__(
-        self,
-        run_dir: str,
-        tracking_uri: str,
-        experiment_name: str = "transfer-learning",
-        run_name: str | None = None,
-        artifact_location: str | None = None,
-        tags: dict | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, run_dir: str, tracking_uri: str, run_name: str | None = None, **kwargs):
         run_dir = Path(run_dir).resolve()
-        tags = {**(tags or {}), "run_dir": str(run_dir)}
+        tags = kwargs["tags"] = {**(kwargs.get("tags") or {}), "run_dir": str(run_dir)}
         if (run_dir.parent / "multirun.yaml").is_file():  # Hydra writes it at a sweep's root
             tags["sweep_dir"] = str(run_dir.parent)
-        if tracking_uri.startswith(("http://", "https://")):
-            check_server(tracking_uri)
+        if tracking_uri.startswith(("http://", "https://")):  # not MLflow's minutes of retries
+            try:
+                urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=5).close()
+            except (OSError, ValueError) as err:  # urllib's URLError is an OSError
+                raise UserError(
+                    f"MLflow tracking server {tracking_uri} cannot be reached "
+                    f"({getattr(err, 'reason', err)}). Start it (mlflow server --host 127.0.0.1 "
+                    "--port 5000), correct logger.mlflow.tracking_uri, or train with another "
+                    "logger (logger=many)."
+                ) from err
         elif tracking_uri.startswith("sqlite:///"):  # three slashes: relative, four: absolute
             store = Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
             store.mkdir(parents=True, exist_ok=True)
-            artifact_location = artifact_location or str(store / "mlflow-artifacts")
+            if not kwargs.get("artifact_location"):
+                kwargs["artifact_location"] = str(store / "mlflow-artifacts")
         cwd = Path.cwd().resolve()
         name = run_dir.relative_to(cwd) if run_dir.is_relative_to(cwd) else run_dir
         self._logged_steps: dict[str, set[int]] = {}
         try:
-            super().__init__(
-                experiment_name=experiment_name,
-                run_name=run_name or str(name),
-                tracking_uri=tracking_uri,
-                tags=tags,
-                artifact_location=artifact_location,
-                **kwargs,
-            )
+            super().__init__(run_name=run_name or str(name), tracking_uri=tracking_uri, **kwargs)
             if rank_zero_only.rank == 0:  # also the check that the store answers
                 self.continue_run(run_dir)
         except Exception as err:  # MLflow's errors for URIs it cannot use differ by scheme
@@ -90,28 +84,16 @@ class MLflowLogger(MLFlowLogger):
         """Log the parameters the run does not hold yet; name those it holds with another value."""
         params = {k: str(v)[:250] for k, v in _flatten_dict(_convert_params(params)).items()}
         held = self.experiment.get_run(self.run_id).data.params
-        changed = [f"{k} {held[k]} -> {v}" for k, v in params.items() if held.get(k, v) != v]
+        changed = ", ".join(
+            f"{k} {held[k]} -> {v}" for k, v in params.items() if held.get(k, v) != v
+        )
         if changed:
-            changed = ", ".join(changed)
             log.warning("MLflow keeps the first value of parameters changed on resume: %s", changed)
         super().log_hyperparams({k: v for k, v in params.items() if k not in held})
 
     @rank_zero_only
     def log_metrics(self, metrics, step: int | None = None) -> None:
         """Log the metrics, except steps an earlier attempt of this run already logged."""
-        done = self._logged_steps
-        fresh = {k: v for k, v in metrics.items() if (step or 0) not in done.get(k, ())}
-        if fresh:
+        logged = self._logged_steps
+        if fresh := {k: v for k, v in metrics.items() if (step or 0) not in logged.get(k, ())}:
             super().log_metrics(fresh, step)
-
-
-def check_server(uri: str) -> None:
-    """A quick /health request instead of MLflow's minutes of retries."""
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5).close()
-    except (OSError, ValueError) as err:  # urllib's URLError is an OSError
-        raise UserError(
-            f"MLflow tracking server {uri} cannot be reached ({getattr(err, 'reason', err)}). "
-            "Start it (mlflow server --host 127.0.0.1 --port 5000), correct "
-            "logger.mlflow.tracking_uri, or train with another logger (logger=many)."
-        ) from err

@@ -17,13 +17,9 @@ def resolve_precision(precision: str | int, accelerator: str) -> str | int:
     )
     if use_cuda:
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if accelerator in ("cpu", "auto") and cpu_has_fast_bf16():
-        return "bf16-mixed"
-    return "32-true"
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on x86 CPUs with AMX tiles or AVX512-BF16 instructions."""
+    # x86 CPUs with AMX tiles or AVX512-BF16 instructions have fast bf16.
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    return bool(amx() or avx512_bf16())
+    if accelerator in ("cpu", "auto") and (amx() or avx512_bf16()):
+        return "bf16-mixed"
+    return "32-true"

@@ -20,8 +20,7 @@ def progress_bar(enabled: bool = True, interactive: bool | None = None) -> Progr
     is a terminal), else `EpochLines`; None when `trainer.enable_progress_bar` is false."""
     if not enabled:
         return None
-    if interactive is None:
-        interactive = sys.stdout.isatty()
+    interactive = sys.stdout.isatty() if interactive is None else interactive
     return EpochMetricsBar() if interactive else EpochLines()
 
 

@@ -4,16 +4,17 @@ when a run starts, and its results (best val/acc, test accuracy) and files when 
 from pathlib import Path
 
 import numpy as np
+from lightning.fabric.utilities.logger import _flatten_dict
 from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import OmegaConf
 
 from src.data.images import load_rgb
-from src.runs.resume import RUN_KEYS, flat_dict
+from src.runs.resume import RUN_KEYS
 
 
 def flat_config(cfg) -> dict:
     """The resolved config as {"optimizer.lr": 0.001, ...}: the keys users override."""
-    flat = flat_dict(OmegaConf.to_container(cfg, resolve=True)).items()
+    flat = _flatten_dict(OmegaConf.to_container(cfg, resolve=True), ".").items()
     return {k: str(v) if isinstance(v, list) else v for k, v in flat if k not in RUN_KEYS}
 
 
@@ -31,7 +32,7 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
     run_dir = Path(run_dir)
     figures = sorted((run_dir / "figures").glob("*.png"))
     best_ckpt = summary.best_ckpt_path(run_dir)
-    values = summary.as_dict()
+    values = vars(summary)
     # The numbers a sweep is compared by (test_acc only when the data has a test split).
     results = {k: values[k] for k in ("best_val_acc", "test_acc") if values[k] is not None}
     for logger in loggers:
