@@ -88,6 +88,17 @@ def test_early_stopping_ends_the_run_and_says_so(fast_config):
     assert train(fast_config(*overrides, "ckpt_path=last")) == summary
 
 
+def test_gradient_accumulation_steps_the_optimizer_once_per_n_batches(fast_config):
+    """`trainer.accumulate_grad_batches` is a key of the trainer config (no `+`), and the
+    per-step schedules count optimizer steps."""
+    cfg = fast_config("trainer.accumulate_grad_batches=2", "trainer.max_epochs=1",
+                      "++trainer.limit_train_batches=4", "scheduler=cosine")  # fmt: skip
+    summary = train(cfg)
+    ckpt = torch.load(summary.last_ckpt, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == 2
+
+
 def test_flip_tta_is_the_mean_of_the_image_and_its_mirror(trained_run):
     model = load_model(next((trained_run / "checkpoints").glob("best-*.ckpt")))
     from src.runs.run_dir import Run
