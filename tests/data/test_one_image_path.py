@@ -17,6 +17,7 @@ from src.models.transfer import TransferLearningModel
 from src.predict import predict
 from tests.helpers.cli import run_module
 from tests.helpers.images import make_image_folder, picture_forms, write_truncated_jpeg
+from tests.helpers.training import record_inputs
 
 
 def large_photo(size=(200, 150)) -> Image.Image:
@@ -47,15 +48,7 @@ def run_with_jpeg_draft(run_dir, tmp_path):
 @pytest.fixture
 def network_inputs(monkeypatch):
     """Records every batch the model's forward receives, as {path-order index: tensor}."""
-    seen: list[torch.Tensor] = []
-    forward = TransferLearningModel.forward
-
-    def recording_forward(self, inputs):
-        seen.extend(inputs.detach().clone())
-        return forward(self, inputs)
-
-    monkeypatch.setattr(TransferLearningModel, "forward", recording_forward)
-    return seen
+    return record_inputs(monkeypatch, TransferLearningModel, "forward")
 
 
 @pytest.mark.parametrize(

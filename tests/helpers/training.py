@@ -68,3 +68,17 @@ def stage_keys(model) -> list[set[str]]:
             stage_keys |= {f"{prefix}.{b}" for b, _ in module.named_buffers()}
         keys.append(stage_keys)
     return keys
+
+
+def record_inputs(monkeypatch, owner: type, method: str) -> list:
+    """Patch `owner.method(self, inputs)` to also keep a float copy of each input it gets, one
+    list entry per image; returns that list."""
+    seen: list = []
+    original = getattr(owner, method)
+
+    def recording(self, inputs):
+        seen.extend(inputs.detach().float().clone())
+        return original(self, inputs)
+
+    monkeypatch.setattr(owner, method, recording)
+    return seen

@@ -24,6 +24,7 @@ from src.train import train
 from tests.helpers.cli import run_cli
 from tests.helpers.config import FAST, compose_train_config
 from tests.helpers.images import make_image_folder
+from tests.helpers.training import record_inputs
 from tests.helpers.weights import package_weights_file
 
 # The tutorial's recipe, five epochs, in fp32 (so that re-evaluation reproduces every number).
@@ -127,14 +128,7 @@ def test_lite0_sees_inputs_normalised_with_mean_and_std_half_in_every_command(
     """
     data = make_image_folder(tmp_path / "data")
     colours = {tuple(np.asarray(load_rgb(p))[0, 0]) for p in data.rglob("*.jpg")}
-    seen: list[torch.Tensor] = []
-    forward = TransferLearningModel.forward
-
-    def recording_forward(self, inputs):
-        seen.extend(inputs.detach().float().clone())
-        return forward(self, inputs)
-
-    monkeypatch.setattr(TransferLearningModel, "forward", recording_forward)
+    seen = record_inputs(monkeypatch, TransferLearningModel, "forward")
 
     def assert_half_normalised(inputs: list[torch.Tensor]) -> None:
         assert inputs
@@ -158,14 +152,7 @@ def test_lite0_sees_inputs_normalised_with_mean_and_std_half_in_every_command(
     predict(str(ckpt), [str(data / "val")])
     assert_half_normalised(seen)
 
-    exported_inputs: list[torch.Tensor] = []
-    call = ExportedModel.__call__
-
-    def recording_call(self, images):
-        exported_inputs.extend(images.float().clone())
-        return call(self, images)
-
-    monkeypatch.setattr(ExportedModel, "__call__", recording_call)
+    exported_inputs = record_inputs(monkeypatch, ExportedModel, "__call__")
     model_file, parity = export(str(ckpt), "torchscript", str(tmp_path / "lite0.pt"))
     assert parity.ok
     exported_inputs.clear()
