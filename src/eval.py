@@ -139,7 +139,8 @@ def show_results(results: dict) -> None:
         per_class.add_row(
             name, str(results["per_class_count"][name]), "-" if acc is None else f"{acc:.4f}"
         )
-    confusion = Table("true \\ predicted", *names, title="confusion matrix")
+    title = "confusion matrix (rows: true, columns: predicted)"
+    confusion = Table("true \\ predicted", *names, title=title)
     for name, row in zip(names, results["confusion_matrix"], strict=True):
         confusion.add_row(name, *map(str, row))
     console.print(per_class, confusion)

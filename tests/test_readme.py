@@ -31,7 +31,7 @@ def readme_commands(section: str = "Running") -> list[str]:
     lines = []
     for block in re.findall(r"```bash\n(.*?)```", body, flags=re.S):
         for line in block.splitlines():
-            command = line.split("  #", 1)[0].strip()
+            command = re.split(r"\s#\s", line, maxsplit=1)[0].strip()  # drop a comment
             if command.startswith("python -m src."):
                 lines.append(command)
     return lines

@@ -58,3 +58,6 @@ def log_run_end(loggers: list, run_dir: Path, summary, cfg, step: int) -> None:
                 logger.log_image(f"figures/{path.stem}", [str(path)], step=step)
             scalars = {k: v for k, v in values.items() if isinstance(v, int | float | str | bool)}
             logger.experiment.summary.update(scalars)
+            # Ended here, not at process exit: the next run in this process (a local
+            # multirun's next job, a notebook's next train()) starts a W&B run of its own.
+            logger.experiment.finish(exit_code=1 if summary.interrupted else 0)

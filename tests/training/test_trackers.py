@@ -178,3 +178,16 @@ def test_an_unusable_tracking_uri_is_named(fast_config):
         train(fast_config("logger=mlflow", f"logger.mlflow.tracking_uri={uri}"))
     error = find_cause(raised.value, UserError)
     assert error is not None and f"MLflow tracking URI {uri} cannot be used" in str(error)
+
+
+def test_each_run_of_one_process_is_a_wandb_run_of_its_own(tmp_path, monkeypatch):
+    """Two trainings in one process (a local multirun's jobs, a notebook) log to two W&B runs,
+    each in its own run directory."""
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    data = make_image_folder(tmp_path / "data")
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        train(compose_train_config([*FAST, f"data.data_dir={data}", "logger=wandb",
+                                    f"paths.output_dir={tmp_path / name}"]))  # fmt: skip
+    for name in ("first", "second"):
+        assert len(list((tmp_path / name / "wandb").glob("offline-run-*"))) == 1, name
