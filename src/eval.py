@@ -139,8 +139,7 @@ def show_results(results: dict) -> None:
         per_class.add_row(
             name, str(results["per_class_count"][name]), "-" if acc is None else f"{acc:.4f}"
         )
-    title = "confusion matrix (rows: true, columns: predicted)"
-    confusion = Table("true \\ predicted", *names, title=title)
+    confusion = Table("true \\ predicted", *names, title="confusion matrix")
     for name, row in zip(names, results["confusion_matrix"], strict=True):
         confusion.add_row(name, *map(str, row))
     console.print(per_class, confusion)

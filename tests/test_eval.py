@@ -80,5 +80,5 @@ def test_cli_writes_eval_json_and_prints_the_table(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output.read_text())
     assert f"val/acc {results['acc']:.4f}" in result.stdout
-    assert "confusion matrix (rows: true, columns: predicted)" in result.stdout
+    assert "confusion matrix" in result.stdout and "true \\ predicted" in result.stdout
     assert not (tmp_path / ".hydra").exists()  # evaluation makes no run directory
