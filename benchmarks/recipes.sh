@@ -29,13 +29,15 @@ declare -A settings=(
     [ema]="strategy=finetune callbacks=[default,ema]"
     [early_stopping]="strategy=finetune callbacks=[default,early_stopping] callbacks.early_stopping.patience=3"
     [accumulate]="strategy=finetune trainer.accumulate_grad_batches=4"
+    [trivial_mixup]="strategy=finetune augment=trivial augment.mixup_alpha=0.2"
     [modern]="strategy=finetune experiment=modern"
     [strategies]="strategy=frozen,lp_ft,gradual"
     [cv_tutorial]="strategy=finetune data.fold=0,1,2,3,4"
     [cv_modern]="strategy=finetune experiment=modern data.fold=0,1,2,3,4"
 )
 order=(tutorial trivial randaugment autoaugment augmix random_erasing mixup cutmix label_smoothing
-       adamw_cosine onecycle ema early_stopping accumulate strategies modern cv_tutorial cv_modern)
+       adamw_cosine onecycle ema early_stopping accumulate trivial_mixup strategies modern
+       cv_tutorial cv_modern)
 for name in "${@:-${order[@]}}"; do
     seeds=${SEEDS:-1,2,3}
     [[ $name == cv_* ]] && seeds=${CV_SEEDS:-1,2}  # 5 folds x 2 seeds
