@@ -34,8 +34,6 @@ LOGGER_OPTIONS = ["csv", "many", "mlflow", "none", "tensorboard", "wandb"]
 def tracked_run(tmp_path_factory):
     """A finished 2-epoch run (with figures) logged to TensorBoard, MLflow and W&B at once:
     (run directory, MLflow tracking URI)."""
-    import wandb
-
     root = tmp_path_factory.mktemp("tracked")
     data, run_dir = make_image_folder(root / "data"), root / "run"
     run_dir.mkdir()
@@ -49,8 +47,7 @@ def tracked_run(tmp_path_factory):
         patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
         patch.setenv("WANDB_CONFIG_DIR", str(root / "wandb-config"))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        train(compose_train_config(overrides))
-        wandb.finish()  # what the end of the `python -m src.train` process does
+        train(compose_train_config(overrides))  # which ends its W&B run
     return run_dir, uri
 
 
