@@ -4,12 +4,15 @@ seconds per epoch.
 
     python -m benchmarks.recipe_table logs/recipes [--tta tutorial modern]
 
-`--tta`: for those settings also evaluate each job's best checkpoint with `tta=flip`.
+`--tta`: for those settings also evaluate each job's best checkpoint with `tta=flip`. Settings
+run over `data.fold` (cross-validation) get a second table, fold by fold, for a paired reading.
 """
 
 import argparse
 import statistics
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 from src.runs.summary import RunSummary
 
@@ -51,6 +54,26 @@ def row(name: str, done: list, tta: bool) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def by_fold(sweep_dir: Path) -> dict[int, list[float]]:
+    """Best val acc of each finished job by its `data.fold`; empty when the setting has no folds."""
+    found: dict[int, list[float]] = {}
+    for job, summary in jobs(sweep_dir):
+        fold = OmegaConf.load(job / "config.yaml").data.get("fold")
+        if fold is not None:
+            found.setdefault(fold, []).append(summary.best_val_acc)
+    return found
+
+
+def fold_table(cv: dict[str, dict[int, list[float]]]) -> list[str]:
+    """One row per fold, one column per cross-validated setting: the mean over its seeds."""
+    names = sorted(cv)
+    lines = ["| fold | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
+    for fold in sorted({f for folds in cv.values() for f in folds}):
+        cells = [mean_std(cv[name].get(fold, [])) for name in names]
+        lines.append(f"| {fold} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="the OUT_DIR of benchmarks/recipes.sh")
@@ -60,8 +83,13 @@ def main() -> None:
         "| setting | jobs | best val acc (mean ± std) | epochs to best | s/epoch | with tta=flip |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    for sweep_dir in sorted(p for p in args.root.iterdir() if (p / "multirun.yaml").is_file()):
-        print(*rows(sweep_dir.name, sweep_dir, sweep_dir.name in args.tta), sep="\n")
+    sweeps = sorted(p for p in args.root.iterdir() if (p / "multirun.yaml").is_file())
+    for sweep_dir in sweeps:
+        for line in rows(sweep_dir.name, sweep_dir, sweep_dir.name in args.tta):
+            print(line)
+    cv = {p.name: folds for p in sweeps if (folds := by_fold(p))}
+    if cv:
+        print("\nBest val acc by fold (mean ± std over the seeds):\n", *fold_table(cv), sep="\n")
 
 
 if __name__ == "__main__":

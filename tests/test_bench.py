@@ -124,3 +124,33 @@ def test_recipes_script_and_table(image_folder, tmp_path):
     assert rows["tutorial"][1] == "1" and rows["mixup"][1] == "1"  # one job each
     assert float(rows["tutorial"][-1]) >= 0  # evaluated with tta=flip
     assert rows["mixup"][-1] == ""  # not asked for
+
+
+def test_recipe_table_compares_cross_validated_settings_fold_by_fold(tmp_path, monkeypatch, capsys):
+    """Settings run over data.fold get a table by fold: each cell the mean over that fold's
+    seeds; settings without folds (and unfinished jobs) stay out of it."""
+    from benchmarks import recipe_table
+    from src.runs.summary import RunSummary
+
+    jobs = {"cv_a": [(0, 0.8), (0, 0.9), (1, 0.7)], "cv_b": [(0, 0.6), (1, 0.5), (1, 0.7)],
+            "plain": [(None, 0.95)]}  # fmt: skip
+    for setting, runs in jobs.items():
+        (tmp_path / setting).mkdir()
+        (tmp_path / setting / "multirun.yaml").write_text("hydra: {}\n")
+        for n, (fold, acc) in enumerate(runs):
+            job = tmp_path / setting / str(n)
+            job.mkdir()
+            (job / "config.yaml").write_text(f"data:\n  fold: {'null' if fold is None else fold}\n")
+            RunSummary(strategy="finetune", best_val_acc=acc, best_epoch=1, epochs_trained=2,
+                       fit_time_s=10.0).write(job)  # fmt: skip
+    unfinished = tmp_path / "cv_a" / "9"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("data:\n  fold: 2\n")
+    monkeypatch.setattr(sys, "argv", ["recipe_table", str(tmp_path)])
+    recipe_table.main()
+    out = capsys.readouterr().out
+    assert "| cv_a | 3 | 0.8000 ± 0.1000 |" in out
+    assert "| fold | cv_a | cv_b |" in out
+    assert "| 0 | 0.8500 ± 0.0707 | 0.6000 |" in out
+    assert "| 1 | 0.7000 | 0.6000 ± 0.1414 |" in out
+    assert "| 2 |" not in out
