@@ -12,8 +12,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from src.runs.run_dir import SWEEP_FILE, Run
 from src.runs.summary import RunSummary
 
 
@@ -31,10 +30,10 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def rows(name: str, sweep_dir: Path, tta: bool) -> list[str]:
-    """One row per strategy of the multirun (one for most settings)."""
+def rows(name: str, done: list[tuple[Path, RunSummary]], tta: bool) -> list[str]:
+    """One row per strategy of the multirun's finished jobs (one for most settings)."""
     by_strategy: dict[str, list] = {}
-    for job, summary in jobs(sweep_dir):
+    for job, summary in done:
         by_strategy.setdefault(summary.strategy, []).append((job, summary))
     return [row(name if len(by_strategy) == 1 else f"{name}: {strategy}", done, tta)
             for strategy, done in by_strategy.items()]  # fmt: skip
@@ -54,11 +53,11 @@ def row(name: str, done: list, tta: bool) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def by_fold(sweep_dir: Path) -> dict[int, list[float]]:
+def by_fold(done: list[tuple[Path, RunSummary]]) -> dict[int, list[float]]:
     """Best val acc of each finished job by its `data.fold`; empty when the setting has no folds."""
     found: dict[int, list[float]] = {}
-    for job, summary in jobs(sweep_dir):
-        fold = OmegaConf.load(job / "config.yaml").data.get("fold")
+    for job, summary in done:
+        fold = Run(job).config.get("data", {}).get("fold")
         if fold is not None:
             found.setdefault(fold, []).append(summary.best_val_acc)
     return found
@@ -83,11 +82,11 @@ def main() -> None:
         "| setting | jobs | best val acc (mean ± std) | epochs to best | s/epoch | with tta=flip |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    sweeps = sorted(p for p in args.root.iterdir() if (p / "multirun.yaml").is_file())
-    for sweep_dir in sweeps:
-        for line in rows(sweep_dir.name, sweep_dir, sweep_dir.name in args.tta):
+    sweeps = {p.name: jobs(p) for p in sorted(args.root.iterdir()) if (p / SWEEP_FILE).is_file()}
+    for name, done in sweeps.items():
+        for line in rows(name, done, name in args.tta):
             print(line)
-    cv = {p.name: folds for p in sweeps if (folds := by_fold(p))}
+    cv = {name: folds for name, done in sweeps.items() if (folds := by_fold(done))}
     if cv:
         print("\nBest val acc by fold (mean ± std over the seeds):\n", *fold_table(cv), sep="\n")
 
