@@ -12,16 +12,12 @@ import argparse
 import statistics
 from pathlib import Path
 
-from src.runs.run_dir import SWEEP_FILE, Run
-from src.runs.summary import RunSummary
+from src.runs.run_dir import SWEEP_FILE, Run, sweep_runs
 
 
-def jobs(sweep_dir: Path) -> list[tuple[Path, RunSummary]]:
-    """The finished jobs of a multirun: (job directory, summary)."""
-    found = [
-        (p.parent, RunSummary.read(p.parent)) for p in sorted(sweep_dir.glob("*/summary.json"))
-    ]
-    return sorted((job, s) for job, s in found if s is not None and not s.interrupted)
+def jobs(sweep_dir: Path) -> list[Run]:
+    """The finished jobs of a multirun, in job order."""
+    return [run for run in sweep_runs(sweep_dir) if run.summary and not run.summary.interrupted]
 
 
 def mean_std(values: list[float]) -> str:
@@ -30,36 +26,37 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def rows(name: str, done: list[tuple[Path, RunSummary]], tta: bool) -> list[str]:
+def rows(name: str, done: list[Run], tta: bool) -> list[str]:
     """One row per strategy of the multirun's finished jobs (one for most settings)."""
-    by_strategy: dict[str, list] = {}
-    for job, summary in done:
-        by_strategy.setdefault(summary.strategy, []).append((job, summary))
+    by_strategy: dict[str, list[Run]] = {}
+    for run in done:
+        by_strategy.setdefault(run.summary.strategy, []).append(run)
     return [row(name if len(by_strategy) == 1 else f"{name}: {strategy}", done, tta)
             for strategy, done in by_strategy.items()]  # fmt: skip
 
 
-def row(name: str, done: list, tta: bool) -> str:
-    accs = [s.best_val_acc for _, s in done]
-    per_epoch = [s.fit_time_s / s.epochs_trained for _, s in done if s.epochs_trained]
-    best_epochs = statistics.fmean(s.best_epoch + 1 for _, s in done)
+def row(name: str, done: list[Run], tta: bool) -> str:
+    summaries = [run.summary for run in done]
+    accs = [s.best_val_acc for s in summaries]
+    per_epoch = [s.fit_time_s / s.epochs_trained for s in summaries if s.epochs_trained]
+    best_epochs = statistics.fmean(s.best_epoch + 1 for s in summaries)
     cells = [name, str(len(done)), mean_std(accs), f"{best_epochs:.1f}",
              f"{statistics.fmean(per_epoch):.1f}" if per_epoch else "-", ""]  # fmt: skip
     if tta:
         from src.eval import evaluate
 
-        cells[-1] = mean_std([evaluate(run_dir=str(job), tta="flip")["tta"]["acc"]
-                              for job, _ in done])  # fmt: skip
+        cells[-1] = mean_std([evaluate(run_dir=str(run.path), tta="flip")["tta"]["acc"]
+                              for run in done])  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
 
-def by_fold(done: list[tuple[Path, RunSummary]]) -> dict[int, list[float]]:
+def by_fold(done: list[Run]) -> dict[int, list[float]]:
     """Best val acc of each finished job by its `data.fold`; empty when the setting has no folds."""
     found: dict[int, list[float]] = {}
-    for job, summary in done:
-        fold = Run(job).config.get("data", {}).get("fold")
+    for run in done:
+        fold = run.config.get("data", {}).get("fold")
         if fold is not None:
-            found.setdefault(fold, []).append(summary.best_val_acc)
+            found.setdefault(fold, []).append(run.summary.best_val_acc)
     return found
 
 

@@ -139,12 +139,14 @@ def test_recipe_table_compares_cross_validated_settings_fold_by_fold(tmp_path, m
         (tmp_path / setting / "multirun.yaml").write_text("hydra: {}\n")
         for n, (fold, acc) in enumerate(runs):
             job = tmp_path / setting / str(n)
-            job.mkdir()
+            (job / ".hydra").mkdir(parents=True)
+            (job / ".hydra" / "overrides.yaml").write_text(f"- seed={n}\n")
             (job / "config.yaml").write_text(f"data:\n  fold: {'null' if fold is None else fold}\n")
             RunSummary(strategy="finetune", best_val_acc=acc, best_epoch=1, epochs_trained=2,
                        fit_time_s=10.0).write(job)  # fmt: skip
     unfinished = tmp_path / "cv_a" / "9"
-    unfinished.mkdir()
+    (unfinished / ".hydra").mkdir(parents=True)
+    (unfinished / ".hydra" / "overrides.yaml").write_text("- seed=9\n")
     (unfinished / "config.yaml").write_text("data:\n  fold: 2\n")
     monkeypatch.setattr(sys, "argv", ["recipe_table", str(tmp_path)])
     recipe_table.main()
